@@ -1,0 +1,47 @@
+# droptrace: `make demo` installs everything and shows a live drop; `make test` runs the suite.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+OBJDIR := tracer/_bpf
+CLANG ?= clang
+BPFTOOL ?= bpftool
+ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
+
+.PHONY: all install demo test lint bpf clean
+
+all: install
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	@bash scripts/demo.sh
+
+test: install
+	@bash scripts/test.sh
+
+lint: install
+	$(VENV)/bin/ruff check tracer tests
+	$(VENV)/bin/ruff format --check tracer tests
+	$(VENV)/bin/mypy
+	shellcheck scripts/*.sh .ci/run
+
+bpf: $(BPF_OBJ) $(OBJDIR)/events.h
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(BUILD)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(OBJDIR)/%.bpf.o: bpf/%.bpf.c bpf/events.h $(BUILD)/vmlinux.h
+	@mkdir -p $(OBJDIR)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror -c $< -o $@
+
+$(OBJDIR)/events.h: bpf/events.h
+	@mkdir -p $(OBJDIR)
+	cp $< $@
+
+clean:
+	rm -rf $(BUILD) $(OBJDIR)

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * The only definition of what droptrace's BPF programs share with user space.
+ * tracer/abi.py parses this file (fixed-width fields only, no nesting) and checks the
+ * sizes against the BTF that clang put in the object, so the layout is never written twice.
+ */
+#ifndef DROPTRACE_EVENTS_H
+#define DROPTRACE_EVENTS_H
+
+#define DT_ADDR_LEN 16
+
+/* Which program produced an event (drop_event.hook). */
+#define DT_HOOK_KFREE_SKB 1
+#define DT_HOOK_RPFILTER 2
+#define DT_HOOK_NETFILTER 3
+
+/* Indexes of the per-CPU "stats" array. */
+#define DT_STAT_MATCHED 0   /* drops that passed the filters (== sum of counters) */
+#define DT_STAT_LOST 1      /* events the ring buffer had no room for */
+#define DT_STAT_UNCOUNTED 2 /* drops the counters map had no slot for */
+#define DT_STAT_NR 3
+
+/* One dropped packet, as sent through the ring buffer. Addresses are IPv4 (first 4
+ * bytes) or IPv6 per `family` (2 = AF_INET, 10 = AF_INET6, 0 = not IP). Ports are in
+ * host order; for ICMP, sport = type and dport = code. */
+struct drop_event {
+	__u64 ts_ns;      /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 location;   /* kernel address that freed the skb */
+	__u32 reason;     /* enum skb_drop_reason of the running kernel, 0 if none */
+	__u32 netns;      /* network namespace inode */
+	__u32 ifindex;    /* device, else the socket's bound device, else skb_iif */
+	__u32 len;        /* skb->len */
+	__u32 mark;       /* skb->mark */
+	__u16 l3proto;    /* ETH_P_* in host order */
+	__u8 l4proto;     /* IPPROTO_* */
+	__u8 family;
+	__u16 sport;
+	__u16 dport;
+	__u8 hook;        /* DT_HOOK_* */
+	__u8 pad[3];
+	__u8 saddr[DT_ADDR_LEN];
+	__u8 daddr[DT_ADDR_LEN];
+};
+
+/* Key of the exact per-CPU drop counters. */
+struct counter_key {
+	__u64 location;
+	__u32 reason;
+	__u32 ifindex;
+	__u32 netns;
+	__u32 pad;
+};
+
+/* Filters, written by user space after load and before attach. 0 = off. */
+struct dt_config {
+	__u32 filter_netns;   /* only namespaces present in the netns_filter map */
+	__u32 filter_ip;      /* only packets whose source or destination is in ip_filter */
+	__u32 filter_reason;  /* only reasons present in reason_filter */
+	__u32 ifindex;        /* only this interface (with filter_netns, in those namespaces) */
+};
+
+/* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */
+struct ip_key {
+	__u32 prefixlen;
+	__u8 addr[DT_ADDR_LEN];
+};
+
+#endif

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything droptrace needs on a Debian 12 host, from this repository's own files:
+# Debian packages, ./.venv with the console script, and the BPF object.
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  clang llvm bpftool libbpf-dev libbpf1 make   # BPF build (CO-RE object) and its loader library
+  iproute2 iptables nftables conntrack iputils-ping   # lab topologies, rules, traffic
+  shellcheck python3-venv
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: must run as root (apt-get and BPF need it)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "install.sh: Python >= 3.11 required ($PY is $("$PY" -V 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+# Reinstall only when the dependency list changed.
+stamp=.venv/.droptrace-deps
+if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+  echo "==> pip install -e .[dev]"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  cp pyproject.toml "$stamp"
+fi
+
+echo "==> building BPF object"
+make -s bpf

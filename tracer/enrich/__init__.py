@@ -1,0 +1,32 @@
+"""Enrichment: one module per fact droptrace adds to a decoded drop; Enricher combines them."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from tracer.enrich.ifaces import IfaceNames
+from tracer.enrich.kernel import DropReasons, KernelSymbols
+from tracer.enrich.netns import NetnsNames
+from tracer.model import Drop, Facts
+
+
+class Enricher:
+    """Turns a Drop into Facts; every lookup is cached so a storm costs one lookup per key."""
+
+    def __init__(self, reasons: DropReasons) -> None:
+        self.reasons = reasons
+        self.symbols = KernelSymbols()
+        self.netns = NetnsNames()
+        self.ifaces = IfaceNames(self.netns)
+        # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def facts(self, drop: Drop) -> Facts:
+        return Facts(
+            time=datetime.fromtimestamp((drop.ts_ns + self._wall_offset_ns) / 1e9, UTC),
+            reason=self.reasons.name(drop.reason),
+            location=self.symbols.name(drop.location),
+            iface=self.ifaces.name(drop.netns, drop.ifindex),
+            netns=self.netns.name(drop.netns),
+        )

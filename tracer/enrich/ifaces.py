@@ -1,0 +1,50 @@
+"""Interface names per network namespace (ifindex numbers repeat across namespaces)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from tracer.enrich import netns
+from tracer.errors import UnknownInterface
+
+
+def _links(path: Path) -> dict[int, str]:
+    def read() -> dict[int, str]:
+        with IPRoute() as ipr:
+            return {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+
+    return netns.run_in(path, read)
+
+
+def index_of(name: str, ns: netns.NetnsRef) -> int:
+    """The ifindex of interface `name` in namespace `ns`."""
+    for idx, ifname in _links(ns.path).items():
+        if ifname == name:
+            return idx
+    raise UnknownInterface(f"no interface {name!r} in network namespace {ns.name}")
+
+
+class IfaceNames:
+    """(netns inode, ifindex) -> interface name, refreshed at most once a second per namespace."""
+
+    def __init__(self, names: netns.NetnsNames) -> None:
+        self._netns = names
+        self._cache: dict[int, dict[int, str]] = {}
+        self._loaded: dict[int, float] = {}
+
+    def name(self, inode: int, ifindex: int) -> str | None:
+        if not ifindex:
+            return None
+        links = self._cache.get(inode, {})
+        if ifindex not in links and time.monotonic() - self._loaded.get(inode, 0.0) > 1.0:
+            self._loaded[inode] = time.monotonic()
+            ref = self._netns.lookup(inode)
+            if ref is not None:
+                try:
+                    links = self._cache[inode] = _links(ref.path)
+                except OSError:
+                    pass
+        return links.get(ifindex)

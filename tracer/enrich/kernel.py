@@ -1,0 +1,94 @@
+"""Facts about the running kernel: drop-reason names and kernel symbols.
+
+Reason numbers differ between kernel versions, so names always come from the running
+kernel: its BTF `enum skb_drop_reason`, else the kfree_skb tracepoint's format file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from functools import cached_property
+from pathlib import Path
+
+from tracer import libbpf
+
+_FORMAT = Path("/sys/kernel/tracing/events/skb/kfree_skb/format")
+_SYMBOLIC = re.compile(r"\{\s*(\d+)\s*,\s*\"(\w+)\"\s*\}")
+_PREFIX = "SKB_DROP_REASON_"
+# Reasons of kernels before 5.17, whose kfree_skb has no reason at all.
+NO_REASON = "UNKNOWN"
+
+
+def _from_btf() -> dict[int, str] | None:
+    try:
+        with libbpf.VmlinuxBtf() as btf:
+            values = btf.enum("skb_drop_reason")
+    except OSError:
+        return None
+    if not values:
+        return None
+    return {v: n.removeprefix(_PREFIX) for v, n in values.items()}
+
+
+def _from_tracefs() -> dict[int, str] | None:
+    try:
+        text = _FORMAT.read_text()
+    except OSError:
+        return None
+    found = {int(v): n for v, n in _SYMBOLIC.findall(text)}
+    return found or None
+
+
+class DropReasons:
+    """Number <-> name of the running kernel's drop reasons."""
+
+    def __init__(self, names: dict[int, str] | None = None) -> None:
+        self._names = names if names is not None else (_from_btf() or _from_tracefs() or {})
+
+    @property
+    def available(self) -> bool:
+        return bool(self._names)
+
+    def name(self, value: int) -> str:
+        if not self._names:
+            return NO_REASON
+        # Since 6.4 the high 16 bits name a subsystem (mac80211, openvswitch...).
+        if value >> 16:
+            return f"SUBSYS_{value >> 16}_{value & 0xFFFF}"
+        return self._names.get(value, f"REASON_{value}")
+
+    def value(self, name: str) -> int | None:
+        wanted = name.upper().removeprefix(_PREFIX)
+        return next((v for v, n in self._names.items() if n == wanted), None)
+
+    def names(self) -> list[str]:
+        return sorted(self._names.values())
+
+
+class KernelSymbols:
+    """Addresses -> function names from /proc/kallsyms, read once on first use."""
+
+    def __init__(self, path: Path = Path("/proc/kallsyms")) -> None:
+        self._path = path
+        self._cache: dict[int, str] = {}
+
+    @cached_property
+    def _table(self) -> tuple[list[int], list[str]]:
+        pairs = []
+        with self._path.open() as f:
+            for line in f:
+                addr, kind, name = line.split(maxsplit=3)[:3]
+                if kind in "tTwW":
+                    pairs.append((int(addr, 16), name))
+        pairs.sort()
+        return [a for a, _ in pairs], [n for _, n in pairs]
+
+    def name(self, addr: int) -> str:
+        if addr in self._cache:
+            return self._cache[addr]
+        addrs, names = self._table
+        i = bisect.bisect_right(addrs, addr) - 1
+        sym = names[i] if i >= 0 and addrs[i] else f"0x{addr:x}"
+        self._cache[addr] = sym
+        return sym

@@ -1,0 +1,142 @@
+"""Network namespaces: names for inodes, and running code inside a namespace.
+
+Python 3.11 has no os.setns, and pyroute2's netns= support creates a missing namespace
+(O_CREAT) and forks a helper; a short-lived thread that setns()s itself does neither and
+leaves the rest of the process where it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tracer.errors import UnknownNetns
+
+NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
+HOST_NETNS = Path("/proc/1/ns/net")
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsRef:
+    inode: int
+    name: str
+    path: Path
+
+
+def inode_of(path: Path) -> int:
+    return os.stat(path).st_ino
+
+
+def resolve(spec: str) -> NetnsRef:
+    """A namespace given as an `ip netns` name, a path (/proc/PID/ns/net, /run/netns/X) or 'host'."""
+    if spec == "host":
+        return NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
+    candidates = [Path(spec)] if "/" in spec else [d / spec for d in NETNS_DIRS]
+    for path in candidates:
+        try:
+            ino = inode_of(path)
+        except OSError:
+            continue
+        if os.path.realpath(path).startswith("/proc/") or _is_nsfs(path):
+            return NetnsRef(ino, path.name if "/" not in spec else spec, path)
+    raise UnknownNetns(f"unknown network namespace {spec!r} (see `ip netns list`)")
+
+
+def _is_nsfs(path: Path) -> bool:
+    # A mounted netns file is an nsfs inode; an unmounted leftover in /run/netns is not.
+    try:
+        with open(path) as f:
+            return os.stat(f.fileno()).st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        return False
+
+
+def run_in(path: Path, fn: Callable[[], T]) -> T:
+    """Run fn in a thread that has entered the namespace at `path`; return its result."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {path} failed")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed back to the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=work, name=f"netns:{path}")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+class NetnsNames:
+    """inode -> display name: the `ip netns` name, 'host', else 'pid:N', else 'netns:INODE'."""
+
+    RESCAN_INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self._refs: dict[int, NetnsRef] = {}
+        self._scanned = 0.0
+        self._scan()
+
+    def _scan(self) -> None:
+        self._scanned = time.monotonic()
+        refs: dict[int, NetnsRef] = {}
+        try:
+            refs[inode_of(HOST_NETNS)] = NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
+        except OSError:
+            pass
+        for d in NETNS_DIRS:
+            try:
+                entries = sorted(d.iterdir())
+            except OSError:
+                continue
+            for p in entries:
+                try:
+                    refs.setdefault(inode_of(p), NetnsRef(inode_of(p), p.name, p))
+                except OSError:
+                    continue
+        self._refs.update(refs)
+
+    def _scan_pids(self, inode: int) -> NetnsRef | None:
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            p = pid_dir / "ns" / "net"
+            try:
+                if inode_of(p) == inode:
+                    return NetnsRef(inode, f"pid:{pid_dir.name}", p)
+            except OSError:
+                continue
+        return None
+
+    def lookup(self, inode: int) -> NetnsRef | None:
+        ref = self._refs.get(inode)
+        if ref is None and time.monotonic() - self._scanned > self.RESCAN_INTERVAL:
+            self._scan()
+            ref = self._refs.get(inode) or self._scan_pids(inode)
+            if ref is not None:
+                self._refs[inode] = ref
+        return ref
+
+    def name(self, inode: int) -> str:
+        if not inode:
+            return "unknown"
+        ref = self.lookup(inode)
+        return ref.name if ref else f"netns:{inode}"

@@ -1,0 +1,57 @@
+"""One exception per failure a user can meet; cli.py maps each to one line and an exit code."""
+
+from __future__ import annotations
+
+
+class DroptraceError(Exception):
+    """A failure to report as one line, without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(DroptraceError):
+    """Bad input on the command line (CIDR, reason, interface, namespace...)."""
+
+    exit_code = 2
+
+
+class NotRoot(DroptraceError):
+    exit_code = 77
+
+
+class LibbpfMissing(DroptraceError):
+    exit_code = 69
+
+
+class BtfMissing(DroptraceError):
+    exit_code = 69
+
+
+class BpfObjectMissing(DroptraceError):
+    exit_code = 69
+
+
+class HookUnavailable(DroptraceError):
+    """No program of a hook family could be loaded; degrades a family, fatal only for kfree_skb."""
+
+    exit_code = 69
+
+
+class MountFailed(DroptraceError):
+    exit_code = 69
+
+
+class UnknownNetns(UsageError):
+    pass
+
+
+class UnknownInterface(UsageError):
+    pass
+
+
+class BadCidr(UsageError):
+    pass
+
+
+class UnknownReason(UsageError):
+    pass

@@ -1,0 +1,63 @@
+"""Decode raw ring-buffer samples into Drop values (layout from bpf/events.h via tracer.abi)."""
+
+from __future__ import annotations
+
+import socket
+from functools import cache
+from ipaddress import IPv4Address, IPv6Address
+
+from tracer import abi
+from tracer.model import Drop, IPAddress
+
+_AF_INET = 2
+_AF_INET6 = 10
+_PORTED = {socket.IPPROTO_TCP, socket.IPPROTO_UDP, 132}  # 132: SCTP
+_ICMP = {socket.IPPROTO_ICMP, 58}  # 58: ICMPv6
+PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
+
+
+@cache
+def _event_type() -> type:
+    return abi.struct("drop_event")
+
+
+def event_size() -> int:
+    import ctypes
+
+    return ctypes.sizeof(_event_type())
+
+
+def _addr(raw: bytes, family: int) -> IPAddress | None:
+    if family == _AF_INET:
+        return IPv4Address(raw[:4])
+    if family == _AF_INET6:
+        return IPv6Address(raw)
+    return None
+
+
+def decode(raw: bytes) -> Drop:
+    e = _event_type().from_buffer_copy(raw[: event_size()])
+    ported = e.l4proto in _PORTED and e.family
+    icmp = e.l4proto in _ICMP and e.family
+    return Drop(
+        ts_ns=e.ts_ns,
+        location=e.location,
+        reason=e.reason,
+        netns=e.netns,
+        ifindex=e.ifindex,
+        length=e.len,
+        mark=e.mark,
+        l3proto=e.l3proto,
+        l4proto=e.l4proto,
+        src=_addr(bytes(e.saddr), e.family),
+        dst=_addr(bytes(e.daddr), e.family),
+        sport=e.sport if ported else None,
+        dport=e.dport if ported else None,
+        icmp_type=e.sport if icmp else None,
+        icmp_code=e.dport if icmp else None,
+        hook=e.hook,
+    )
+
+
+def proto_name(l4proto: int) -> str | None:
+    return PROTO_NAMES.get(l4proto, str(l4proto) if l4proto else None)

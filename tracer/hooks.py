@@ -1,0 +1,176 @@
+"""Choose, load and attach the BPF programs the running kernel allows.
+
+kfree_skb is tried as tp_btf, then raw_tp, then the classic tracepoint: the first the kernel
+accepts is used and the others are reported once as unavailable, with libbpf's reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib import resources
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tracer import abi, libbpf
+from tracer.errors import BpfObjectMissing, HookUnavailable
+
+Network = IPv4Network | IPv6Network
+
+# (hook name shown to users, program name in drop.bpf.c), most capable first.
+KFREE_SKB_VARIANTS = (
+    ("tp_btf/kfree_skb", "kfree_skb_btf"),
+    ("raw_tp/kfree_skb", "kfree_skb_raw"),
+    ("tracepoint/skb/kfree_skb", "kfree_skb_tp"),
+)
+DEFAULT_RING_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the kernel side lets through; empty means everything."""
+
+    netns: tuple[int, ...] = ()
+    networks: tuple[Network, ...] = ()
+    reasons: tuple[int, ...] = ()
+    ifindex: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    location: int
+    reason: int
+    ifindex: int
+    netns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    matched: int
+    lost: int
+    uncounted: int
+
+
+@dataclass(slots=True)
+class HookReport:
+    active: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # one line each: hook and why
+
+
+def object_path(name: str = "drop.bpf.o") -> Path:
+    override = os.environ.get("DROPTRACE_BPF_DIR")
+    path = (
+        Path(override) / name
+        if override
+        else Path(str(resources.files("tracer") / "_bpf" / name))
+    )
+    if not path.is_file():
+        raise BpfObjectMissing(f"BPF object {path} not found: build it with `make bpf`")
+    return path
+
+
+def _why(err: OSError) -> str:
+    log = [line for line in libbpf.take_log() if line]
+    detail = next((line for line in reversed(log) if "error" in line.lower() or "failed" in line), "")
+    return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
+
+
+class DropTracer:
+    """The loaded kfree_skb program with its filters, ring buffer and counters."""
+
+    def __init__(self, filters: Filters, ring_bytes: int = DEFAULT_RING_BYTES) -> None:
+        self.filters = filters
+        self.hooks = HookReport()
+        self._stack = ExitStack()
+        path = object_path()
+        try:
+            self._obj, program = self._load_first(path, ring_bytes)
+            self._configure(program)
+            self._ring = self._stack.enter_context(libbpf.RingBuffer(self._obj.map("events")))
+            self._counters = self._obj.map("counters")
+            self._stats = self._obj.map("stats")
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _load_first(self, path: Path, ring_bytes: int) -> tuple[libbpf.BpfObject, str]:
+        for hook, program in KFREE_SKB_VARIANTS:
+            libbpf.take_log()
+            obj = libbpf.BpfObject(path)
+            try:
+                for _, other in KFREE_SKB_VARIANTS:
+                    obj.set_autoload(other, other == program)
+                obj.set_max_entries("events", ring_bytes)
+                obj.load()
+                abi.check_layout(obj.btf_struct_size)
+            except OSError as err:
+                obj.close()
+                self.hooks.unavailable.append(f"{hook}: {_why(err)}")
+                continue
+            self._stack.callback(obj.close)
+            self.hooks.active.append(hook)
+            return obj, program
+        raise HookUnavailable(
+            "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
+        )
+
+    def _configure(self, program: str) -> None:
+        obj = self._obj
+        f = self.filters
+        one = ctypes.c_uint8(1)
+        for ino in f.netns:
+            obj.map("netns_filter").update(ctypes.c_uint32(ino), one)
+        for reason in f.reasons:
+            obj.map("reason_filter").update(ctypes.c_uint32(reason), one)
+        ip_key = abi.struct("ip_key")
+        for net in f.networks:
+            key = ip_key()
+            if isinstance(net, IPv4Network):
+                key.prefixlen = 96 + net.prefixlen
+                raw = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+            else:
+                key.prefixlen = net.prefixlen
+                raw = net.network_address.packed
+            ctypes.memmove(key.addr, raw, 16)
+            obj.map("ip_filter").update(key, one)
+        cfg = abi.struct("dt_config")()
+        cfg.filter_netns = int(bool(f.netns))
+        cfg.filter_ip = int(bool(f.networks))
+        cfg.filter_reason = int(bool(f.reasons))
+        cfg.ifindex = f.ifindex
+        obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
+        # Attach last: filters are in place before the first event can fire.
+        self._stack.enter_context(obj.attach(program))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def poll(self, timeout_ms: int, on_sample: Callable[[bytes], None]) -> None:
+        self._ring.poll(timeout_ms, on_sample)
+
+    def counters(self) -> dict[CounterKey, int]:
+        key_type = abi.struct("counter_key")
+        out = {}
+        for k in self._counters.keys(key_type):
+            n = libbpf.percpu_sum(self._counters, k)
+            out[CounterKey(k.location, k.reason, k.ifindex, k.netns)] = n  # type: ignore[attr-defined]
+        return out
+
+    def stats(self) -> Stats:
+        def get(name: str) -> int:
+            return libbpf.percpu_sum(self._stats, ctypes.c_uint32(abi.const(name)))
+
+        return Stats(get("DT_STAT_MATCHED"), get("DT_STAT_LOST"), get("DT_STAT_UNCOUNTED"))

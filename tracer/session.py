@@ -1,0 +1,96 @@
+"""A tracing session: attach, then hook -> decode -> enrich -> classify -> sink, until told to stop."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+from tracer.classify import classify
+from tracer.enrich import Enricher
+from tracer.events import decode
+from tracer.hooks import DEFAULT_RING_BYTES, DropTracer, Filters, HookReport
+from tracer.model import AttributedDrop
+
+
+class Sink(Protocol):
+    def start(self, hooks: HookReport) -> None: ...
+    def drop(self, item: AttributedDrop) -> None: ...
+    def finish(self, summary: Summary) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    seconds: float
+    shown: int
+    totals: dict[str, int]  # reason -> exact count from the in-kernel counters
+    matched: int
+    lost: int
+    uncounted: int
+    interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    duration: float | None = None
+    count: int | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(
+    filters: Filters,
+    enricher: Enricher,
+    sink: Sink,
+    limits: Limits,
+    ring_bytes: int = DEFAULT_RING_BYTES,
+) -> Summary:
+    started = time.monotonic()
+    deadline = started + limits.duration if limits.duration is not None else None
+    shown = 0
+    interrupted = False
+    with DropTracer(filters, ring_bytes) as tracer:
+        sink.start(tracer.hooks)
+
+        def on_sample(raw: bytes) -> None:
+            nonlocal shown
+            if limits.count is not None and shown >= limits.count:
+                raise _Stop
+            drop = decode(raw)
+            facts = enricher.facts(drop)
+            sink.drop(AttributedDrop(drop, facts, classify(facts)))
+            shown += 1
+
+        try:
+            while True:
+                if limits.count is not None and shown >= limits.count:
+                    break
+                timeout = 100
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    timeout = max(1, min(timeout, int(left * 1000)))
+                tracer.poll(timeout, on_sample)
+        except _Stop:
+            pass
+        except KeyboardInterrupt:
+            interrupted = True
+        totals: Counter[str] = Counter()
+        for key, n in tracer.counters().items():
+            totals[enricher.reasons.name(key.reason)] += n
+        stats = tracer.stats()
+    summary = Summary(
+        seconds=time.monotonic() - started,
+        shown=shown,
+        totals=dict(totals.most_common()),
+        matched=stats.matched,
+        lost=stats.lost,
+        uncounted=stats.uncounted,
+        interrupted=interrupted,
+    )
+    sink.finish(summary)
+    return summary

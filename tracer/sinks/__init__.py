@@ -1,0 +1,1 @@
+"""Sinks: where attributed drops go. They format; they never enrich."""

@@ -1,0 +1,63 @@
+"""JSON lines: one object per attributed drop; field names are a public interface (README)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from tracer.events import proto_name
+from tracer.hooks import HookReport
+from tracer.model import AttributedDrop
+from tracer.session import Summary
+
+
+def to_json(item: AttributedDrop) -> dict[str, Any]:
+    d, f, diag = item.drop, item.facts, item.diagnosis
+    return {
+        "time": f.time.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "reason": f.reason,
+        "category": str(diag.category),
+        "location": f.location,
+        "iface": f.iface,
+        "netns": f.netns,
+        "src": str(d.src) if d.src else None,
+        "dst": str(d.dst) if d.dst else None,
+        "proto": proto_name(d.l4proto),
+        "sport": d.sport,
+        "dport": d.dport,
+        "src_pod": f.src_pod,
+        "dst_pod": f.dst_pod,
+        "rule": asdict(f.rule) if f.rule else None,
+        "evidence": dict(f.evidence),
+        "explanation": diag.explanation,
+        "fix": diag.fix,
+        "ifindex": d.ifindex,
+        "netns_inode": d.netns,
+        "len": d.length,
+    }
+
+
+class JsonLines:
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self._out = out
+        self._err = err
+
+    def start(self, hooks: HookReport) -> None:
+        for line in hooks.unavailable:
+            print(f"droptrace: hook unavailable: {line}", file=self._err)
+        print(f"droptrace: tracing with {', '.join(hooks.active)}", file=self._err, flush=True)
+
+    def drop(self, item: AttributedDrop) -> None:
+        self._out.write(json.dumps(to_json(item), separators=(",", ":")) + "\n")
+        self._out.flush()
+
+    def finish(self, s: Summary) -> None:
+        totals = ", ".join(f"{r} {n}" for r, n in s.totals.items()) or "none"
+        print(
+            f"droptrace: {s.matched} drops in {s.seconds:.1f}s ({totals}); "
+            f"{s.shown} shown, {s.lost} lost events",
+            file=self._err,
+            flush=True,
+        )
