@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 _CTYPES: dict[str, type[ctypes._SimpleCData]] = {  # type: ignore[type-arg]
     "__u8": ctypes.c_uint8,
@@ -41,9 +42,9 @@ def _parsed() -> tuple[dict[str, int], dict[str, type[ctypes.Structure]]]:
     defines = {name: int(value) for name, value in _DEFINE.findall(text)}
     structs: dict[str, type[ctypes.Structure]] = {}
     for name, body in _STRUCT.findall(text):
-        fields: list[tuple[str, type]] = []
+        fields: list[tuple[str, Any]] = []
         for ctype, field, count in _FIELD.findall(body):
-            base: type = _CTYPES[ctype]
+            base: Any = _CTYPES[ctype]
             if count:
                 base = base * (defines[count] if count in defines else int(count))
             fields.append((field, base))

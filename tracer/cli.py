@@ -47,7 +47,9 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as err:
             if os.environ.get("DROPTRACE_DEBUG"):
                 raise
-            _fail(f"internal error: {type(err).__name__}: {err} (DROPTRACE_DEBUG=1 shows where)", 70)
+            _fail(
+                f"internal error: {type(err).__name__}: {err} (DROPTRACE_DEBUG=1 shows where)", 70
+            )
         raise AssertionError("unreachable")
 
     return wrapper
@@ -85,18 +87,41 @@ def _sigterm_as_interrupt() -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--netns", "netns_specs", multiple=True, metavar="NAME|PATH",
-              help="Only drops in this network namespace (`ip netns` name or path); repeatable.")
-@click.option("--ip", "cidrs", multiple=True, metavar="CIDR",
-              help="Only packets from or to this address or network; repeatable.")
-@click.option("--iface", metavar="NAME", help="Only drops on this interface (in --netns, else the host).")
-@click.option("--reason", "reasons", multiple=True, metavar="NAME",
-              help="Only this kernel drop reason (e.g. NO_SOCKET); repeatable.")
+@click.option(
+    "--netns",
+    "netns_specs",
+    multiple=True,
+    metavar="NAME|PATH",
+    help="Only drops in this network namespace (`ip netns` name or path); repeatable.",
+)
+@click.option(
+    "--ip",
+    "cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Only packets from or to this address or network; repeatable.",
+)
+@click.option(
+    "--iface", metavar="NAME", help="Only drops on this interface (in --netns, else the host)."
+)
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    metavar="NAME",
+    help="Only this kernel drop reason (e.g. NO_SOCKET); repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per drop on stdout.")
 @click.option("--duration", type=click.FloatRange(min=0), metavar="S", help="Stop after S seconds.")
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
-@click.option("--ring-size", type=click.IntRange(min=4096), default=DEFAULT_RING_BYTES,
-              show_default=True, hidden=True, help="Ring buffer bytes (power of two).")
+@click.option(
+    "--ring-size",
+    type=click.IntRange(min=4096),
+    default=DEFAULT_RING_BYTES,
+    show_default=True,
+    hidden=True,
+    help="Ring buffer bytes (power of two).",
+)
 @click.pass_context
 @one_line_errors
 def main(
@@ -128,7 +153,10 @@ def main(
         if not refs:
             refs = [where]  # ifindex numbers repeat across namespaces
     filters = Filters(
-        netns=tuple(r.inode for r in refs), networks=networks, reasons=reason_values, ifindex=ifindex
+        netns=tuple(r.inode for r in refs),
+        networks=networks,
+        reasons=reason_values,
+        ifindex=ifindex,
     )
     if ring_size & (ring_size - 1):
         raise BadCidr("--ring-size must be a power of two")

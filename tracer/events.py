@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import socket
 from functools import cache
 from ipaddress import IPv4Address, IPv6Address
@@ -13,17 +14,21 @@ _AF_INET = 2
 _AF_INET6 = 10
 _PORTED = {socket.IPPROTO_TCP, socket.IPPROTO_UDP, 132}  # 132: SCTP
 _ICMP = {socket.IPPROTO_ICMP, 58}  # 58: ICMPv6
-PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
+PROTO_NAMES = {
+    socket.IPPROTO_TCP: "tcp",
+    socket.IPPROTO_UDP: "udp",
+    132: "sctp",
+    1: "icmp",
+    58: "icmpv6",
+}
 
 
 @cache
-def _event_type() -> type:
+def _event_type() -> type[ctypes.Structure]:
     return abi.struct("drop_event")
 
 
 def event_size() -> int:
-    import ctypes
-
     return ctypes.sizeof(_event_type())
 
 

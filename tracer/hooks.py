@@ -65,9 +65,7 @@ class HookReport:
 def object_path(name: str = "drop.bpf.o") -> Path:
     override = os.environ.get("DROPTRACE_BPF_DIR")
     path = (
-        Path(override) / name
-        if override
-        else Path(str(resources.files("tracer") / "_bpf" / name))
+        Path(override) / name if override else Path(str(resources.files("tracer") / "_bpf" / name))
     )
     if not path.is_file():
         raise BpfObjectMissing(f"BPF object {path} not found: build it with `make bpf`")
@@ -76,7 +74,9 @@ def object_path(name: str = "drop.bpf.o") -> Path:
 
 def _why(err: OSError) -> str:
     log = [line for line in libbpf.take_log() if line]
-    detail = next((line for line in reversed(log) if "error" in line.lower() or "failed" in line), "")
+    detail = next(
+        (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
+    )
     return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
 
 

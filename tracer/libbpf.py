@@ -49,16 +49,20 @@ def _sig(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> Non
 @cache
 def lib() -> ctypes.CDLL:
     """The loaded libbpf, with the signatures droptrace uses."""
+    name = os.environ.get("DROPTRACE_LIBBPF") or ctypes.util.find_library("bpf") or "libbpf.so.1"
     try:
-        lb = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        lb = ctypes.CDLL(name, use_errno=True)
     except OSError:
-        found = ctypes.util.find_library("bpf")
-        if not found:
-            raise LibbpfMissing(
-                "libbpf.so.1 not found: install libbpf1 (apt-get install libbpf1)"
-            ) from None
-        lb = ctypes.CDLL(found, use_errno=True)
-    vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+        raise LibbpfMissing(
+            f"cannot load libbpf ({name}): install libbpf1 (apt-get install libbpf1)"
+        ) from None
+    vp, cp, i, u32, sz = (
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_uint32,
+        ctypes.c_size_t,
+    )
     _sig(lb, "bpf_object__open_file", vp, cp, vp)
     _sig(lb, "bpf_object__load", i, vp)
     _sig(lb, "bpf_object__close", None, vp)
@@ -144,7 +148,7 @@ class Map:
             raise _errno_error(f"update of map {self.name}")
 
     def lookup(self, key: ctypes._CData, value: ctypes._CData) -> bool:
-        return lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value)) == 0
+        return bool(lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value)) == 0)
 
     def keys(self, key_type: type[ctypes._CData]) -> Iterator[ctypes._CData]:
         prev: ctypes._CData | None = None

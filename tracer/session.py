@@ -1,4 +1,4 @@
-"""A tracing session: attach, then hook -> decode -> enrich -> classify -> sink, until told to stop."""
+"""A tracing session: attach, then hook -> decode -> enrich -> classify -> sink, until stopped."""
 
 from __future__ import annotations
 

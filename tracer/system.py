@@ -17,7 +17,9 @@ _BPFFS_MAGIC = 0xCAFE4A11
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise NotRoot("droptrace needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN): run it with sudo")
+        raise NotRoot(
+            "droptrace needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN): run it with sudo"
+        )
 
 
 def require_btf() -> None:
@@ -29,7 +31,9 @@ def require_btf() -> None:
 
 
 def _is_mounted(path: Path) -> bool:
-    return any(line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines())
+    return any(
+        line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines()
+    )
 
 
 def _mount(source: str, target: Path, fstype: str) -> None:

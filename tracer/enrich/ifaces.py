@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from tracer.errors import UnknownInterface
 def _links(path: Path) -> dict[int, str]:
     def read() -> dict[int, str]:
         with IPRoute() as ipr:
-            return {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+            return {
+                int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()
+            }
 
     return netns.run_in(path, read)
 
@@ -43,8 +46,6 @@ class IfaceNames:
             self._loaded[inode] = time.monotonic()
             ref = self._netns.lookup(inode)
             if ref is not None:
-                try:
+                with contextlib.suppress(OSError):
                     links = self._cache[inode] = _links(ref.path)
-                except OSError:
-                    pass
         return links.get(ifindex)

@@ -7,6 +7,7 @@ leaves the rest of the process where it was.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -19,7 +20,7 @@ from typing import TypeVar
 from tracer.errors import UnknownNetns
 
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
-HOST_NETNS = Path("/proc/1/ns/net")
+HOST_NETNS = Path("/proc/self/ns/net")  # the namespace droptrace runs in
 _CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ def inode_of(path: Path) -> int:
 
 
 def resolve(spec: str) -> NetnsRef:
-    """A namespace given as an `ip netns` name, a path (/proc/PID/ns/net, /run/netns/X) or 'host'."""
+    """A namespace given as an `ip netns` name, a path (/proc/PID/ns/net) or 'host'."""
     if spec == "host":
         return NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
     candidates = [Path(spec)] if "/" in spec else [d / spec for d in NETNS_DIRS]
@@ -98,10 +99,8 @@ class NetnsNames:
     def _scan(self) -> None:
         self._scanned = time.monotonic()
         refs: dict[int, NetnsRef] = {}
-        try:
+        with contextlib.suppress(OSError):
             refs[inode_of(HOST_NETNS)] = NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
-        except OSError:
-            pass
         for d in NETNS_DIRS:
             try:
                 entries = sorted(d.iterdir())

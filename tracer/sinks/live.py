@@ -25,6 +25,7 @@ def _endpoint(addr: object, port: int | None) -> str:
 class LiveView:
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console()
+        self._status = Console(stderr=True)  # start-up notes never mix with the drop table
         self._recent: deque[AttributedDrop] = deque(maxlen=_ROWS)
         self._tally: Counter[str] = Counter()
         self._live: Live | None = None
@@ -44,8 +45,8 @@ class LiveView:
 
     def start(self, hooks: HookReport) -> None:
         for line in hooks.unavailable:
-            self._console.print(f"[yellow]hook unavailable:[/] {line}")
-        self._console.print(f"tracing with [bold]{', '.join(hooks.active)}[/]; Ctrl-C to stop")
+            self._status.print(f"[yellow]hook unavailable:[/] {line}")
+        self._status.print(f"tracing with [bold]{', '.join(hooks.active)}[/]; Ctrl-C to stop")
         if self._console.is_terminal:
             # Rendered 4 times a second from the current state, not once per drop.
             self._live = Live(

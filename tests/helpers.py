@@ -1,0 +1,124 @@
+"""Real network namespaces and a real droptrace process, owned by the test that makes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+_seq = count()
+
+
+def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def unique_name(tag: str) -> str:
+    """Namespace names that never collide between tests or concurrent runs."""
+    return f"dt-{tag}-{os.getpid() % 100000}-{next(_seq)}"
+
+
+def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:
+    """n UDP datagrams from namespace ns; bounded, never waits for an answer."""
+    bind = f"s.bind(({src!r}, 0));" if src else ""
+    code = (
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+        f"{bind}[s.sendto(b'droptrace', ({dst!r}, {port})) for _ in range({n})]"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
+@dataclass
+class Result:
+    rc: int
+    events: list[dict[str, Any]]
+    stderr: str
+    stdout: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Droptrace:
+    """`python -m tracer ARGS` in the background; ready once it says it is tracing."""
+
+    READY = "tracing with"
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracer", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._stderr: list[str] = []
+
+    def __enter__(self) -> Droptrace:
+        deadline = time.monotonic() + 30
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
+            if ready:
+                line = self.proc.stderr.readline()
+                if not line:
+                    break
+                self._stderr.append(line)
+                if self.READY in line:
+                    return self
+            elif self.proc.poll() is not None:
+                break
+        self.kill()
+        raise AssertionError(f"droptrace did not start: {''.join(self._stderr)}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float = 60) -> Result:
+        out, err = self.proc.communicate(timeout=timeout)
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return Result(self.proc.returncode, events, "".join(self._stderr) + err, out)
+
+
+def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None) -> Result:
+    cmd = [sys.executable, "-m", "tracer", *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env=dict(os.environ, **(env or {}))
+    )
+    return Result(p.returncode, [], p.stderr, p.stdout)
+
+
+def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str]:
+    """Names of droptrace's BPF programs still loaded once the kernel has released closed ones.
+
+    The kernel frees a program shortly after its last fd closes (deferred work), so this
+    waits up to `settle` seconds for the count to drop to `at_most`.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True)
+        names = [
+            p.get("name", "")
+            for p in json.loads(out.stdout or "[]")
+            if p.get("name", "").startswith("kfree_skb_")
+        ]
+        if len(names) <= at_most or time.monotonic() > deadline:
+            return names
+        time.sleep(0.1)
