@@ -180,6 +180,14 @@ static __always_inline void count(struct drop_event *e)
 	}
 }
 
+static __always_inline int ignored(struct dt_config *cfg, __u64 location)
+{
+	for (int i = 0; i < DT_IGNORE_NR; i++)
+		if (location >= cfg->ignore_lo[i] && location < cfg->ignore_hi[i])
+			return 1;
+	return 0;
+}
+
 static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 reason)
 {
 	__u32 zero = 0;
@@ -187,7 +195,7 @@ static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 rea
 	struct net_device *dev;
 	struct drop_event ev = {}, *out;
 
-	if (!cfg || !skb)
+	if (!cfg || !skb || ignored(cfg, location))
 		return 0;
 
 	dev = BPF_CORE_READ(skb, dev);

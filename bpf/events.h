@@ -20,6 +20,10 @@
 #define DT_STAT_UNCOUNTED 2 /* drops the counters map had no slot for */
 #define DT_STAT_NR 3
 
+/* Kernel code ranges whose kfree_skb is not a packet drop (e.g. the skb an `ip route get`
+ * builds): user space fills them from kallsyms. */
+#define DT_IGNORE_NR 4
+
 /* One dropped packet, as sent through the ring buffer. Addresses are IPv4 (first 4
  * bytes) or IPv6 per `family` (2 = AF_INET, 10 = AF_INET6, 0 = not IP). Ports are in
  * host order; for ICMP, sport = type and dport = code. */
@@ -57,6 +61,8 @@ struct dt_config {
 	__u32 filter_ip;      /* only packets whose source or destination is in ip_filter */
 	__u32 filter_reason;  /* only reasons present in reason_filter */
 	__u32 ifindex;        /* only this interface (with filter_netns, in those namespaces) */
+	__u64 ignore_lo[DT_IGNORE_NR]; /* [lo, hi) location ranges to ignore; unused: 0, 0 */
+	__u64 ignore_hi[DT_IGNORE_NR];
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

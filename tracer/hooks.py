@@ -39,6 +39,7 @@ class Filters:
     networks: tuple[Network, ...] = ()
     reasons: tuple[int, ...] = ()
     ifindex: int = 0
+    ignore: tuple[tuple[int, int], ...] = ()  # [start, end) code ranges that free non-packets
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,8 @@ class DropTracer:
         cfg.filter_ip = int(bool(f.networks))
         cfg.filter_reason = int(bool(f.reasons))
         cfg.ifindex = f.ifindex
+        for i, (lo, hi) in enumerate(f.ignore[: abi.const("DT_IGNORE_NR")]):
+            cfg.ignore_lo[i], cfg.ignore_hi[i] = lo, hi
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
         # Attach last: filters are in place before the first event can fire.
         self._stack.enter_context(obj.attach(program))

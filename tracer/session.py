@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tracer.classify import classify
@@ -52,6 +52,7 @@ def run(
     deadline = started + limits.duration if limits.duration is not None else None
     shown = 0
     interrupted = False
+    filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
     with DropTracer(filters, ring_bytes) as tracer:
         sink.start(tracer.hooks)
 
@@ -61,7 +62,7 @@ def run(
                 raise _Stop
             drop = decode(raw)
             facts = enricher.facts(drop)
-            sink.drop(AttributedDrop(drop, facts, classify(facts)))
+            sink.drop(AttributedDrop(drop, facts, classify(drop, facts)))
             shown += 1
 
         try:

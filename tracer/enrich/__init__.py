@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from types import MappingProxyType
 
+from tracer.enrich.evidence import Evidence
 from tracer.enrich.ifaces import IfaceNames
 from tracer.enrich.kernel import DropReasons, KernelSymbols
 from tracer.enrich.netns import NetnsNames
@@ -19,14 +21,19 @@ class Enricher:
         self.symbols = KernelSymbols()
         self.netns = NetnsNames()
         self.ifaces = IfaceNames(self.netns)
+        self.evidence = Evidence(self.netns)
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
     def facts(self, drop: Drop) -> Facts:
+        reason = self.reasons.name(drop.reason)
+        location = self.symbols.name(drop.location)
+        iface = self.ifaces.name(drop.netns, drop.ifindex)
         return Facts(
             time=datetime.fromtimestamp((drop.ts_ns + self._wall_offset_ns) / 1e9, UTC),
-            reason=self.reasons.name(drop.reason),
-            location=self.symbols.name(drop.location),
-            iface=self.ifaces.name(drop.netns, drop.ifindex),
+            reason=reason,
+            location=location,
+            iface=iface,
             netns=self.netns.name(drop.netns),
+            evidence=MappingProxyType(self.evidence.gather(drop, reason, location, iface)),
         )

@@ -18,6 +18,9 @@ _SYMBOLIC = re.compile(r"\{\s*(\d+)\s*,\s*\"(\w+)\"\s*\}")
 _PREFIX = "SKB_DROP_REASON_"
 # Reasons of kernels before 5.17, whose kfree_skb has no reason at all.
 NO_REASON = "UNKNOWN"
+# Functions that kfree_skb() an skb that never was a packet: `ip route get` builds one, and
+# droptrace's own route lookups would otherwise show up as drops.
+NOT_PACKETS = ("inet_rtm_getroute", "inet6_rtm_getroute")
 
 
 def _from_btf() -> dict[int, str] | None:
@@ -83,6 +86,18 @@ class KernelSymbols:
                     pairs.append((int(addr, 16), name))
         pairs.sort()
         return [a for a, _ in pairs], [n for _, n in pairs]
+
+    def span(self, name: str) -> tuple[int, int] | None:
+        """[start, end) of a kernel function, end being the next symbol's address."""
+        addrs, names = self._table
+        try:
+            i = names.index(name)
+        except ValueError:
+            return None
+        return (addrs[i], addrs[i + 1]) if addrs[i] and i + 1 < len(addrs) else None
+
+    def non_packet_spans(self) -> tuple[tuple[int, int], ...]:
+        return tuple(span for f in NOT_PACKETS if (span := self.span(f)) is not None)
 
     def name(self, addr: int) -> str:
         if addr in self._cache:

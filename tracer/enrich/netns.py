@@ -134,6 +134,11 @@ class NetnsNames:
                 self._refs[inode] = ref
         return ref
 
+    def all(self) -> list[NetnsRef]:
+        """The host and every named namespace, freshly listed."""
+        self._scan()
+        return [r for r in self._refs.values() if not r.name.startswith("pid:") and r.path.exists()]
+
     def name(self, inode: int) -> str:
         if not inode:
             return "unknown"
