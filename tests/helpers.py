@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
 _seq = count()
+MakeNetns = Callable[[str], str]
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,3 +124,20 @@ def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str
         if len(names) <= at_most or time.monotonic() > deadline:
             return names
         time.sleep(0.1)
+
+
+def link(a: str, b: str, a_if: str, b_if: str, a_addr: str, b_addr: str) -> None:
+    """A veth pair between namespaces a and b with an address (CIDR) on each end."""
+    sh("ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b)
+    for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
+        sh("ip", "addr", "add", addr, "dev", ifname, ns=ns)
+        sh("ip", "link", "set", ifname, "up", ns=ns)
+
+
+def router_pair(netns: MakeNetns) -> tuple[str, str]:
+    """client 192.0.2.2 --- 192.0.2.1 router (forwarding on), the client routing through it."""
+    client, router = netns("cli"), netns("rtr")
+    link(client, router, "eth0", "r-cli", "192.0.2.2/24", "192.0.2.1/24")
+    sh("ip", "route", "add", "default", "via", "192.0.2.1", ns=client)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
+    return client, router

@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import Droptrace, loaded_droptrace_programs, send_udp, sh
+from tests.helpers import (
+    Droptrace,
+    MakeNetns,
+    link,
+    loaded_droptrace_programs,
+    router_pair,
+    send_udp,
+    sh,
+)
 
 pytestmark = pytest.mark.root
-MakeNetns = Callable[[str], str]
-
-
-def link(a: str, b: str, a_if: str, b_if: str, a_addr: str, b_addr: str) -> None:
-    """A veth pair between namespaces a and b with an address (CIDR) on each end."""
-    sh("ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b)
-    for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
-        sh("ip", "addr", "add", addr, "dev", ifname, ns=ns)
-        sh("ip", "link", "set", ifname, "up", ns=ns)
-
-
-def router_pair(netns: MakeNetns) -> tuple[str, str]:
-    """client 192.0.2.2 --- 192.0.2.1 router (forwarding on), the client routing through it."""
-    client, router = netns("cli"), netns("rtr")
-    link(client, router, "eth0", "r-cli", "192.0.2.2/24", "192.0.2.1/24")
-    sh("ip", "route", "add", "default", "via", "192.0.2.1", ns=client)
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
-    return client, router
 
 
 def test_udp_to_closed_port_is_no_socket_on_lo_in_that_netns_only(netns: MakeNetns) -> None:

@@ -50,7 +50,29 @@ def classify(drop: Drop, facts: Facts) -> Diagnosis:
         decided = _routing(drop, facts, ev)
     elif "dnat" in ev:
         decided = _bridge_netfilter(drop, facts, ev)
+    elif facts.rule is not None:
+        decided = _netfilter(facts)
     return decided or _by_reason(facts)
+
+
+def _netfilter(facts: Facts) -> Diagnosis:
+    r = facts.rule
+    assert r is not None
+    everything = facts.evidence.get("rule_matches_everything")
+    verdict = "REJECT" if "REJECT" in r.text or "reject" in r.text else "DROP"
+    explanation = (
+        f"netfilter {verdict} by {r.family} table {r.table}, chain {r.chain}: {r.text}"
+        f" (on {_at(facts)})"
+    )
+    if everything:
+        explanation += "; this rule has no match before its verdict, so it drops every packet"
+        fix = (
+            f"restore the rule's match (e.g. kube-proxy's KUBE-FIREWALL matches"
+            f" -m mark --mark 0x8000/0x8000) or delete it: iptables -t {r.table} -D {r.text[3:]}"
+        )
+    else:
+        fix = f"if this traffic should pass, change or remove the rule in chain {r.chain}"
+    return Diagnosis(Category.NETFILTER, explanation, fix)
 
 
 def _at(facts: Facts) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -35,6 +37,7 @@ class Summary:
 class Limits:
     duration: float | None = None
     count: int | None = None
+    stop: threading.Event | None = None  # set by another thread to end the session
 
 
 class _Stop(Exception):
@@ -47,7 +50,9 @@ def run(
     sink: Sink,
     limits: Limits,
     ring_bytes: int = DEFAULT_RING_BYTES,
+    on_ready: Callable[[], None] | None = None,
 ) -> Summary:
+    """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     shown = 0
@@ -55,6 +60,8 @@ def run(
     filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
     with DropTracer(filters, ring_bytes) as tracer:
         sink.start(tracer.hooks)
+        if on_ready is not None:
+            on_ready()
 
         def on_sample(raw: bytes) -> None:
             nonlocal shown
@@ -68,6 +75,8 @@ def run(
         try:
             while True:
                 if limits.count is not None and shown >= limits.count:
+                    break
+                if limits.stop is not None and limits.stop.is_set():
                     break
                 timeout = 100
                 if deadline is not None:

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from tracer.enrich.evidence import Evidence
 from tracer.enrich.ifaces import IfaceNames
 from tracer.enrich.kernel import DropReasons, KernelSymbols
+from tracer.enrich.netfilter import RuleCounters
 from tracer.enrich.netns import NetnsNames
 from tracer.model import Drop, Facts
 
@@ -22,6 +23,7 @@ class Enricher:
         self.netns = NetnsNames()
         self.ifaces = IfaceNames(self.netns)
         self.evidence = Evidence(self.netns)
+        self.rules = RuleCounters()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
@@ -29,11 +31,20 @@ class Enricher:
         reason = self.reasons.name(drop.reason)
         location = self.symbols.name(drop.location)
         iface = self.ifaces.name(drop.netns, drop.ifindex)
+        evidence = self.evidence.gather(drop, reason, location, iface)
+        rule = None
+        ref = self.netns.lookup(drop.netns)
+        if reason == "NETFILTER_DROP" and ref is not None:
+            counted = self.rules.culprit(drop.netns, ref.path, location)
+            if counted is not None:
+                rule = counted.rule
+                evidence["rule_matches_everything"] = counted.matches_everything
         return Facts(
             time=datetime.fromtimestamp((drop.ts_ns + self._wall_offset_ns) / 1e9, UTC),
             reason=reason,
             location=location,
             iface=iface,
             netns=self.netns.name(drop.netns),
-            evidence=MappingProxyType(self.evidence.gather(drop, reason, location, iface)),
+            evidence=MappingProxyType(evidence),
+            rule=rule,
         )

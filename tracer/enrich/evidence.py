@@ -29,7 +29,7 @@ class Evidence:
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit and now - hit[0] < _TTL:
-            return hit[1]
+            return dict(hit[1])
         try:
             value = read()
         except OSError as err:  # the namespace went away, or we may not enter it
@@ -37,7 +37,7 @@ class Evidence:
         self._cache[key] = (now, value)
         if len(self._cache) > 4096:
             self._cache.clear()
-        return value
+        return dict(value)
 
     def gather(self, drop: Drop, reason: str, location: str, iface: str | None) -> dict[str, Any]:
         ref = self._names.lookup(drop.netns)

@@ -1,0 +1,128 @@
+"""Explain: the rule that dropped it, the sysctl that decided it, and a fix that works."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import Droptrace, MakeNetns, link, router_pair, send_udp, sh
+
+pytestmark = pytest.mark.root
+
+
+def routed_udp_topology(netns: MakeNetns) -> tuple[str, str, str]:
+    """client --- router --- server, the server answering UDP on 5353."""
+    client, router = router_pair(netns)
+    server = netns("srv")
+    link(router, server, "r-srv", "eth0", "198.51.100.1/24", "198.51.100.2/24")
+    sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=server)
+    return client, router, server
+
+
+def watch_router(router: str, client: str, port: int = 5353, *args: str) -> list[dict[str, object]]:
+    with Droptrace("--json", "--netns", router, "--duration", "4", *args) as dt:
+        send_udp(client, "198.51.100.2", port, n=2)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    return [e for e in res.events if e["dport"] == port]
+
+
+def test_reject_in_a_custom_iptables_nft_chain_is_named_with_its_comment(netns: MakeNetns) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    comment = "default/web has no endpoints"
+    sh("iptables", "-N", "KUBE-EXTERNAL-SERVICES", ns=router)
+    sh("iptables", "-A", "FORWARD", "-j", "KUBE-EXTERNAL-SERVICES", ns=router)
+    sh("iptables", "-A", "KUBE-EXTERNAL-SERVICES", "-p", "udp", "-d", "198.51.100.2",
+       "--dport", "5353", "-m", "comment", "--comment", comment,
+       "-j", "REJECT", "--reject-with", "icmp-port-unreachable", ns=router)  # fmt: skip
+    drops = watch_router(router, client)
+    assert len(drops) == 2, drops
+    ev = drops[0]
+    assert ev["category"] == "netfilter"
+    rule = ev["rule"]
+    assert isinstance(rule, dict)
+    assert (rule["table"], rule["chain"], rule["comment"]) == (
+        "filter",
+        "KUBE-EXTERNAL-SERVICES",
+        comment,
+    )
+    assert rule["text"].startswith("-A KUBE-EXTERNAL-SERVICES") and "-j REJECT" in rule["text"]
+    assert "KUBE-EXTERNAL-SERVICES" in str(ev["explanation"])
+
+
+def test_legacy_rule_without_match_is_told_to_drop_everything(netns: MakeNetns) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    sh("iptables-legacy", "-N", "KUBE-FIREWALL", ns=router)
+    sh("iptables-legacy", "-A", "FORWARD", "-j", "KUBE-FIREWALL", ns=router)
+    sh("iptables-legacy", "-A", "KUBE-FIREWALL", "-m", "comment", "--comment",
+       "kubernetes firewall for dropping marked packets", "-j", "DROP", ns=router)  # fmt: skip
+    drops = watch_router(router, client)
+    assert drops and drops[0]["location"] == "nf_hook_slow"
+    rule = drops[0]["rule"]
+    assert isinstance(rule, dict) and rule["chain"] == "KUBE-FIREWALL"
+    assert drops[0]["evidence"]["rule_matches_everything"] is True  # type: ignore[index]
+    assert "drops every packet" in str(drops[0]["explanation"])
+
+
+def test_native_nft_inet_table_drop_names_table_chain_and_handle(netns: MakeNetns) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    sh("nft", "add table inet guard", ns=router)
+    sh("nft", "add chain inet guard through { type filter hook forward priority 0; }", ns=router)
+    sh(
+        "nft",
+        'add rule inet guard through udp dport 5353 counter drop comment "no dns here"',
+        ns=router,
+    )
+    drops = watch_router(router, client)
+    assert drops, drops
+    rule = drops[0]["rule"]
+    assert isinstance(rule, dict)
+    assert (rule["family"], rule["table"], rule["chain"]) == ("nft inet", "guard", "through")
+    assert rule["comment"] == "no dns here" and isinstance(rule["handle"], int)
+
+
+def test_forwarding_off_on_the_receiving_interface_only(netns: MakeNetns) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    sh("sysctl", "-qw", "net.ipv4.conf.r-cli.forwarding=0", ns=router)  # ip_forward stays 1
+    drops = watch_router(router, client)
+    assert len(drops) == 2, drops
+    ev = drops[0]
+    assert (ev["category"], ev["iface"], ev["netns"]) == ("forwarding_disabled", "r-cli", router)
+    assert ev["evidence"]["forwarding"] == {"ip_forward": 1, "all": 1, "r-cli": 0}  # type: ignore[index]
+    fix = str(ev["fix"])
+    assert fix.startswith("sysctl -w net.ipv4.conf.r-cli.forwarding=1")
+    # The fix, applied, lets the same traffic through: nothing dropped on the router any more.
+    sh("sysctl", "-qw", "net.ipv4.conf.r-cli.forwarding=1", ns=router)
+    assert watch_router(router, client) == []
+
+
+@pytest.mark.parametrize(("all_", "iface"), [(0, 1), (1, 0)])
+def test_strict_rp_filter_is_the_max_of_all_and_iface_and_loose_fixes_it(
+    netns: MakeNetns, all_: int, iface: int
+) -> None:
+    client, router = router_pair(netns)
+    other = netns("oth")
+    link(router, other, "r-oth", "eth0", "198.51.100.1/24", "198.51.100.2/24")
+    sh("ip", "addr", "add", "198.51.100.77/32", "dev", "eth0", ns=client)
+    mac = sh("cat", "/sys/class/net/r-cli/address", ns=router).stdout.strip()
+    sh("ip", "neigh", "replace", "192.0.2.1", "lladdr", mac, "dev", "eth0", ns=client)
+    sh("sysctl", "-qw", f"net.ipv4.conf.all.rp_filter={all_}", ns=router)
+    sh("sysctl", "-qw", f"net.ipv4.conf.r-cli.rp_filter={iface}", ns=router)
+
+    def drops() -> list[dict[str, object]]:
+        with Droptrace(
+            "--json", "--netns", router, "--reason", "IP_RPFILTER", "--duration", "3"
+        ) as dt:
+            send_udp(client, "192.0.2.1", 7000, n=2, src="198.51.100.77")
+            return dt.wait().events
+
+    seen = drops()
+    assert len(seen) == 2, seen
+    ev = seen[0]
+    assert ev["category"] == "rp_filter"
+    assert ev["evidence"]["rp_filter"] == {"all": all_, "r-cli": iface, "effective": 1}  # type: ignore[index]
+    assert ev["evidence"]["route_back"]["oif"] == "r-oth"  # type: ignore[index]
+    assert "strict" in str(ev["explanation"]) and "max(conf.all" in str(ev["explanation"])
+    fix = str(ev["fix"])
+    assert fix.startswith("sysctl -w net.ipv4.conf.r-cli.rp_filter=2")
+    sh("sysctl", "-qw", "net.ipv4.conf.r-cli.rp_filter=2", ns=router)
+    assert drops() == []

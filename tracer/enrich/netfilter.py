@@ -1,0 +1,130 @@
+"""Which netfilter rule dropped a packet: per-rule counter deltas in the drop's namespace.
+
+iptables-nft and iptables-legacy rules always count; native nft rules count when they have a
+`counter`. The DROP/REJECT rule whose counter grew since the last look is the one. The
+kernel's drop location tells the backend: nft_do_chain (nf_tables) or nf_hook_slow (legacy).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracer.model import Rule
+
+_SAVE_RULE = re.compile(r"^\[(\d+):\d+\] -A (\S+) (.*)$")
+_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
+_COMMENT_MATCH = re.compile(r"(?:-m comment )?" + _COMMENT.pattern)
+_NFT_RULE = re.compile(r"^\s+(.*?) # handle (\d+)$")
+_NFT_COUNTER = re.compile(r"counter packets (\d+)")
+_NFT_COMMENT = re.compile(r'comment "([^"]*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class CountedRule:
+    rule: Rule
+    packets: int
+    matches_everything: bool  # no match at all before its verdict
+
+
+def _in_netns(ns_path: Path, *cmd: str) -> str:
+    if shutil.which(cmd[0]) is None:
+        return ""
+    p = subprocess.run(
+        ["nsenter", f"--net={ns_path}", *cmd], capture_output=True, text=True, timeout=10
+    )
+    return p.stdout if p.returncode == 0 else ""
+
+
+def parse_iptables_save(text: str, family: str) -> list[CountedRule]:
+    """DROP/REJECT rules of `iptables-save -c` output, with their packet counters."""
+    out, table = [], ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            continue
+        m = _SAVE_RULE.match(line)
+        if not m:
+            continue
+        packets, chain, spec = int(m.group(1)), m.group(2), m.group(3)
+        verdict = re.search(r"-j (DROP|REJECT)\b", spec)
+        if not verdict:
+            continue
+        c = _COMMENT.search(spec)
+        comment = (c.group(1) or c.group(2)) if c else None
+        matches = _COMMENT_MATCH.sub("", spec[: verdict.start()]).strip()
+        text_form = f"-A {chain} {spec}"
+        out.append(
+            CountedRule(Rule(family, table, chain, text_form, None, comment), packets, not matches)
+        )
+    return out
+
+
+def parse_nft(text: str) -> list[CountedRule]:
+    """drop/reject rules with a counter from `nft -a list ruleset`."""
+    out, family, table, chain = [], "", "", ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("table "):
+            _, family, table = stripped.split()[:3]
+            continue
+        if stripped.startswith("chain "):
+            chain = stripped.split()[1]
+            continue
+        m = _NFT_RULE.match(line)
+        if not m:
+            continue
+        body, handle = m.group(1), int(m.group(2))
+        counter = _NFT_COUNTER.search(body)
+        verdict = re.search(r"\b(drop|reject)\b", body)
+        if not counter or not verdict:
+            continue
+        c = _NFT_COMMENT.search(body)
+        matches = body[: counter.start()].strip()
+        out.append(
+            CountedRule(
+                Rule(f"nft {family}", table, chain, body, handle, c.group(1) if c else None),
+                int(counter.group(1)),
+                not matches,
+            )
+        )
+    return out
+
+
+class RuleCounters:
+    """Snapshots of DROP/REJECT rule counters per namespace and backend; finds what grew."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, str], dict[tuple[str, str, str], int]] = {}
+        self._taken: dict[tuple[int, str], float] = {}
+        self._culprit: dict[tuple[int, str], CountedRule | None] = {}
+
+    @staticmethod
+    def _read(ns_path: Path, backend: str) -> list[CountedRule]:
+        if backend == "legacy":
+            return parse_iptables_save(_in_netns(ns_path, "iptables-legacy-save", "-c"), "ipv4")
+        rules = parse_iptables_save(_in_netns(ns_path, "iptables-nft-save", "-c"), "ipv4")
+        return rules + parse_nft(_in_netns(ns_path, "nft", "-a", "list", "ruleset"))
+
+    def culprit(self, inode: int, ns_path: Path, location: str) -> CountedRule | None:
+        """The rule that most plausibly dropped the packet just seen in this namespace."""
+        backend = "legacy" if location == "nf_hook_slow" else "nft"
+        key = (inode, backend)
+        # A storm of drops re-reads at most a few times a second.
+        if time.monotonic() - self._taken.get(key, 0.0) < 0.2 and key in self._last:
+            return self._culprit.get(key)
+        rules = self._read(ns_path, backend)
+        before = self._last.get(key, {})
+        self._last[key] = {(r.rule.table, r.rule.chain, r.rule.text): r.packets for r in rules}
+        self._taken[key] = time.monotonic()
+        grew = [
+            r for r in rules if r.packets > before.get((r.rule.table, r.rule.chain, r.rule.text), 0)
+        ]
+        # An iptables-nft rule also shows in the nft listing: its iptables-save form comes first.
+        if grew or key not in self._culprit:
+            self._culprit[key] = grew[0] if grew else None
+        return self._culprit[key]
