@@ -50,6 +50,23 @@ struct {
 	__type(value, struct dt_config);
 } dt_config_map SEC(".maps");
 
+/* Flight recorder: a ring of slots per CPU, overwriting the oldest. Per CPU because a
+ * shared ring would need an atomic fetch-and-add, which 5.10 kernels lack; the newest N
+ * drops overall are always within the union of each CPU's newest N. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1024); /* resized from user space before load */
+	__type(key, __u32);
+	__type(value, struct drop_event);
+} recorder SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rec_head SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -180,6 +197,21 @@ static __always_inline void count(struct drop_event *e)
 	}
 }
 
+static __always_inline void record(struct drop_event *e, __u32 slots)
+{
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&rec_head, &zero);
+	struct drop_event *s;
+
+	if (!head)
+		return;
+	slot = *head % slots;
+	*head += 1; /* per-CPU: no other writer */
+	s = bpf_map_lookup_elem(&recorder, &slot);
+	if (s)
+		__builtin_memcpy(s, e, sizeof(*e));
+}
+
 static __always_inline int ignored(struct dt_config *cfg, __u64 location)
 {
 	for (int i = 0; i < DT_IGNORE_NR; i++)
@@ -233,6 +265,10 @@ static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 rea
 	ev.mark = BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
 	count(&ev);
+	if (cfg->record_slots)
+		record(&ev, cfg->record_slots);
+	if (cfg->stream_off)
+		return 0;
 
 	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
 	if (!out) {

@@ -63,6 +63,11 @@ struct dt_config {
 	__u32 ifindex;        /* only this interface (with filter_netns, in those namespaces) */
 	__u64 ignore_lo[DT_IGNORE_NR]; /* [lo, hi) location ranges to ignore; unused: 0, 0 */
 	__u64 ignore_hi[DT_IGNORE_NR];
+	__u32 record_slots;   /* flight recorder: slots per CPU in use (0: not recording) */
+	__u32 stream_off;     /* 1: no ring-buffer events (a recorder with nobody reading) */
+	__u64 started_ns;     /* wall-clock start (CLOCK_REALTIME ns), for `droptrace status` */
+	__u32 hook;           /* index of the kfree_skb variant attached, for reports */
+	__u32 pad;
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

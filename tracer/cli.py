@@ -16,9 +16,9 @@ import click
 from tracer import libbpf, system
 from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
-from tracer.errors import BadCidr, DroptraceError, HookUnavailable, UnknownReason
+from tracer.errors import BadCidr, DroptraceError, HookUnavailable, UnknownReason, UsageError
 from tracer.hooks import DEFAULT_RING_BYTES, Filters, Network
-from tracer.session import Limits, run
+from tracer.session import Limits, Sink, run
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -139,12 +139,21 @@ def main(
     if ctx.invoked_subcommand is not None:
         return
     networks = _networks(cidrs)
-    system.require_root()
-    system.require_btf()
-    libbpf.lib()
-    mounted = system.ensure_mounts()
-    known = DropReasons()
-    reason_values = _reasons(reasons, known)
+    known = _prepare()
+    filters = _filters(known, netns_specs, networks, iface, reasons)
+    if ring_size & (ring_size - 1):
+        raise UsageError("--ring-size must be a power of two")
+    _sigterm_as_interrupt()
+    run(filters, Enricher(known), _sink(as_json), Limits(duration, count), ring_size)
+
+
+def _filters(
+    known: DropReasons,
+    netns_specs: tuple[str, ...],
+    networks: tuple[Network, ...],
+    iface: str | None = None,
+    reasons: tuple[str, ...] = (),
+) -> Filters:
     refs = [netns.resolve(s) for s in netns_specs]
     ifindex = 0
     if iface:
@@ -152,31 +161,196 @@ def main(
         ifindex = ifaces.index_of(iface, where)
         if not refs:
             refs = [where]  # ifindex numbers repeat across namespaces
-    filters = Filters(
+    return Filters(
         netns=tuple(r.inode for r in refs),
         networks=networks,
-        reasons=reason_values,
+        reasons=_reasons(reasons, known),
         ifindex=ifindex,
     )
-    if ring_size & (ring_size - 1):
-        raise BadCidr("--ring-size must be a power of two")
-    for line in mounted:
+
+
+def _prepare() -> DropReasons:
+    """Checks every tracing command needs; returns the running kernel's drop reasons."""
+    system.require_root()
+    system.require_btf()
+    libbpf.lib()
+    for line in system.ensure_mounts():
         click.echo(f"droptrace: {line}", err=True)
+    known = DropReasons()
     if not known.available:
         click.echo("droptrace: this kernel's kfree_skb has no drop reasons", err=True)
+    return known
 
-    sink: Any
+
+def _sink(as_json: bool) -> Sink:
     if as_json:
         from tracer.sinks.jsonl import JsonLines
 
-        sink = JsonLines()
-    else:
-        from tracer.sinks.live import LiveView
+        return JsonLines()
+    from tracer.sinks.live import LiveView
 
-        sink = LiveView()
+    return LiveView()
+
+
+def _progress(line: str) -> None:
+    click.echo(f"droptrace lab: {line}", err=True)
+
+
+@main.group()
+def lab() -> None:
+    """The seeds' failures, rebuilt in network namespaces and diagnosed live."""
+
+
+@lab.command("list")
+def lab_list() -> None:
+    """The scenarios, with the field report each comes from."""
+    from tracer.lab.scenarios import SCENARIOS
+
+    width = max(len(s.name) for s in SCENARIOS)
+    for s in SCENARIOS:
+        click.echo(f"{s.name:<{width}}  {s.title}  [{s.seed or 'no seed'}]")
+
+
+_prefix_option = click.option(
+    "--prefix", default="dtlab-", show_default=True, hidden=True, help="Namespace name prefix."
+)
+
+
+@lab.command("run")
+@click.argument("name", metavar="SCENARIO")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of the live view.")
+@_prefix_option
+@one_line_errors
+def lab_run(name: str, as_json: bool, prefix: str) -> None:
+    """Build SCENARIO, trace it while its failing traffic runs, then tear it down."""
+    from tracer.lab import runner
+
+    s = runner.scenario(name)
+    runner.check_prefix(prefix)
+    known = _prepare()
     _sigterm_as_interrupt()
-    run(filters, Enricher(known), sink, Limits(duration, count), ring_size)
+    runner.watch(s, prefix, Enricher(known), _sink(as_json), progress=_progress)
+
+
+@lab.command("up")
+@click.argument("name", metavar="SCENARIO")
+@_prefix_option
+@one_line_errors
+def lab_up(name: str, prefix: str) -> None:
+    """Build SCENARIO with its fault and leave it for you to explore."""
+    from tracer.lab import runner
+    from tracer.lab.scenarios import scenario_dir
+
+    s = runner.scenario(name)
+    runner.check_prefix(prefix)
+    system.require_root()
+    try:
+        names = runner.up(s, prefix, progress=_progress)
+    except BaseException:
+        runner.down(prefix)
+        raise
+    _progress(
+        f"up: {' '.join(names)}; traffic: bash {scenario_dir(s.name)}/traffic.sh "
+        f"(LAB_PREFIX={prefix}); `droptrace lab down` removes it"
+    )
+
+
+@lab.command("down")
+@_prefix_option
+@one_line_errors
+def lab_down(prefix: str) -> None:
+    """Remove every lab namespace (and so its links and rules), also of a killed run."""
+    from tracer.lab import runner
+
+    runner.check_prefix(prefix)
+    system.require_root()
+    removed = runner.down(prefix)
+    _progress(
+        f"removed {len(removed)} lab namespaces" + (f": {' '.join(removed)}" if removed else "")
+    )
 
 
 # Keep HookUnavailable importable from here for callers that map exit codes.
 __all__ = ["HookUnavailable", "main"]
+
+
+@main.command()
+@click.option(
+    "--netns", "netns_specs", multiple=True, metavar="NAME|PATH", help="Only this namespace."
+)
+@click.option("--ip", "cidrs", multiple=True, metavar="CIDR", help="Only from or to this network.")
+@click.option(
+    "--size",
+    type=click.IntRange(min=16, max=1 << 20),
+    default=4096,
+    show_default=True,
+    help="Drops kept (the oldest are overwritten).",
+)
+@one_line_errors
+def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> None:
+    """Start a flight recorder in the kernel that keeps recording after this command exits."""
+    from tracer import recorder
+
+    networks = _networks(cidrs)
+    known = _prepare()
+    for note in recorder.start(_filters(known, netns_specs, networks), size):
+        click.echo(f"droptrace: {note}", err=True)
+    click.echo(
+        f"droptrace: recorder pinned at {recorder.PIN_DIR}; `droptrace dump` reads it, "
+        "`droptrace stop` removes it",
+        err=True,
+    )
+
+
+@main.command()
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), help="Write here (mode 0600)."
+)
+@click.option("--redact", is_flag=True, help="Replace addresses and pod names with placeholders.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of Markdown.")
+@one_line_errors
+def dump(out: str | None, redact: bool, as_json: bool) -> None:
+    """Write a bug report from the flight recorder, without stopping it."""
+    from tracer import bugreport
+    from tracer.sinks import report
+
+    known = _prepare()
+    doc = bugreport.build(Enricher(known))
+    if redact:
+        doc = report.redact(doc)
+    text = report.to_json_text(doc) if as_json else report.to_markdown(doc)
+    if out:
+        bugreport.write_private(out, text)
+        click.echo(f"droptrace: wrote {out} ({len(doc['drops'])} drops)", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@one_line_errors
+def status() -> None:
+    """Whether a flight recorder runs, since when, and what it counted."""
+    from datetime import UTC, datetime
+
+    from tracer import recorder
+
+    system.require_root()
+    if not recorder.running():
+        click.echo("no flight recorder is running")
+        return
+    rec = recorder.read()
+    since = datetime.fromtimestamp(rec.started_ns / 1e9, UTC).isoformat(timespec="seconds")
+    click.echo(
+        f"recording since {since} with {rec.hook}: {rec.stats.matched} drops counted, "
+        f"{len(rec.events)} of {rec.slots} slots filled"
+    )
+
+
+@main.command()
+@one_line_errors
+def stop() -> None:
+    """Detach and unpin the flight recorder; nothing of droptrace stays in the kernel."""
+    from tracer import recorder
+
+    system.require_root()
+    click.echo("flight recorder stopped" if recorder.stop() else "no flight recorder was running")

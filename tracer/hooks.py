@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -84,14 +85,20 @@ def _why(err: OSError) -> str:
 class DropTracer:
     """The loaded kfree_skb program with its filters, ring buffer and counters."""
 
-    def __init__(self, filters: Filters, ring_bytes: int = DEFAULT_RING_BYTES) -> None:
+    def __init__(
+        self,
+        filters: Filters,
+        ring_bytes: int = DEFAULT_RING_BYTES,
+        record_slots: int = 0,
+        stream: bool = True,
+    ) -> None:
         self.filters = filters
         self.hooks = HookReport()
         self._stack = ExitStack()
         path = object_path()
         try:
-            self._obj, program = self._load_first(path, ring_bytes)
-            self._configure(program)
+            self._obj, program = self._load_first(path, ring_bytes, max(record_slots, 1))
+            self._configure(program, record_slots, stream)
             self._ring = self._stack.enter_context(libbpf.RingBuffer(self._obj.map("events")))
             self._counters = self._obj.map("counters")
             self._stats = self._obj.map("stats")
@@ -99,7 +106,9 @@ class DropTracer:
             self._stack.close()
             raise
 
-    def _load_first(self, path: Path, ring_bytes: int) -> tuple[libbpf.BpfObject, str]:
+    def _load_first(
+        self, path: Path, ring_bytes: int, record_slots: int
+    ) -> tuple[libbpf.BpfObject, str]:
         for hook, program in KFREE_SKB_VARIANTS:
             libbpf.take_log()
             obj = libbpf.BpfObject(path)
@@ -107,6 +116,7 @@ class DropTracer:
                 for _, other in KFREE_SKB_VARIANTS:
                     obj.set_autoload(other, other == program)
                 obj.set_max_entries("events", ring_bytes)
+                obj.set_max_entries("recorder", record_slots)
                 obj.load()
                 abi.check_layout(obj.btf_struct_size)
             except OSError as err:
@@ -120,7 +130,7 @@ class DropTracer:
             "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
         )
 
-    def _configure(self, program: str) -> None:
+    def _configure(self, program: str, record_slots: int, stream: bool) -> None:
         obj = self._obj
         f = self.filters
         one = ctypes.c_uint8(1)
@@ -146,9 +156,19 @@ class DropTracer:
         cfg.ifindex = f.ifindex
         for i, (lo, hi) in enumerate(f.ignore[: abi.const("DT_IGNORE_NR")]):
             cfg.ignore_lo[i], cfg.ignore_hi[i] = lo, hi
+        cfg.record_slots = record_slots
+        cfg.stream_off = int(not stream)
+        cfg.started_ns = time.time_ns()
+        cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
         # Attach last: filters are in place before the first event can fire.
-        self._stack.enter_context(obj.attach(program))
+        self._link = self._stack.enter_context(obj.attach(program))
+
+    def pin(self, directory: Path, maps: tuple[str, ...]) -> None:
+        """Pin `maps` and the attachment under `directory` so they outlive this process."""
+        for name in maps:
+            self._obj.map(name).pin(directory / name)
+        self._link.pin(directory / "link")
 
     def __enter__(self) -> Self:
         return self

@@ -73,6 +73,10 @@ def lib() -> ctypes.CDLL:
     _sig(lb, "bpf_program__attach", vp, vp)
     _sig(lb, "bpf_link__destroy", i, vp)
     _sig(lb, "bpf_map__fd", i, vp)
+    _sig(lb, "bpf_map__pin", i, vp, cp)
+    _sig(lb, "bpf_link__pin", i, vp, cp)
+    _sig(lb, "bpf_link__disconnect", None, vp)
+    _sig(lb, "bpf_obj_get", i, cp)
     _sig(lb, "bpf_map__set_max_entries", i, vp, u32)
     _sig(lb, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
     _sig(lb, "bpf_map_lookup_elem", i, i, vp, vp)
@@ -141,7 +145,12 @@ class Map:
 
     def __init__(self, handle: int, name: str) -> None:
         self.name = name
+        self._handle = handle
         self.fd = int(lib().bpf_map__fd(handle))
+
+    def pin(self, path: Path) -> None:
+        if lib().bpf_map__pin(self._handle, str(path).encode()):
+            raise _errno_error(f"pin of map {self.name} at {path}")
 
     def update(self, key: ctypes._CData, value: ctypes._CData) -> None:
         if lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), BPF_ANY):
@@ -167,12 +176,32 @@ def percpu_sum(m: Map, key: ctypes._CData) -> int:
     return sum(values) if m.lookup(key, values) else 0
 
 
+class PinnedMap(AbstractContextManager["PinnedMap"]):
+    """A map pinned in bpffs by an earlier process, opened by path; closes its fd on exit."""
+
+    def __init__(self, path: Path) -> None:
+        fd = lib().bpf_obj_get(str(path).encode())
+        if fd < 0:
+            raise _errno_error(f"open of pinned map {path}")
+        self.map = Map.__new__(Map)
+        self.map.name, self.map.fd = path.name, int(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.map.fd)
+
+
 class Link(AbstractContextManager["Link"]):
     def __init__(self, handle: int) -> None:
         self._handle: int | None = handle
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+    def pin(self, path: Path) -> None:
+        """Keep the program attached after this process exits, until `path` is removed."""
+        if lib().bpf_link__pin(self._handle, str(path).encode()):
+            raise _errno_error(f"pin of link at {path}")
+        lib().bpf_link__disconnect(self._handle)
 
     def destroy(self) -> None:
         if self._handle:

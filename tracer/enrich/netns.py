@@ -134,6 +134,9 @@ class NetnsNames:
                 self._refs[inode] = ref
         return ref
 
+    def lookup_host(self) -> int:
+        return inode_of(HOST_NETNS)
+
     def all(self) -> list[NetnsRef]:
         """The host and every named namespace, freshly listed."""
         self._scan()

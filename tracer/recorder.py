@@ -1,0 +1,122 @@
+"""The flight recorder: programs and maps pinned in bpffs, recording after the CLI exits.
+
+`record` loads and pins; `dump`/`status` open the pins read-only and leave the recorder
+running; `stop` removes the pins, which detaches the program and frees the maps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tracer import abi, libbpf
+from tracer.errors import DroptraceError
+from tracer.hooks import KFREE_SKB_VARIANTS, CounterKey, DropTracer, Filters, Stats
+
+PIN_DIR = Path("/sys/fs/bpf/droptrace")
+MAPS = ("counters", "stats", "recorder", "rec_head", "dt_config_map")
+DEFAULT_SLOTS = 4096
+
+
+class RecorderRunning(DroptraceError):
+    exit_code = 1
+
+
+class NoRecorder(DroptraceError):
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    started_ns: int
+    hook: str
+    slots: int
+    events: list[bytes]  # oldest first, at most `slots`
+    counters: dict[CounterKey, int]
+    stats: Stats
+    netns_filter: bool
+
+
+def running() -> bool:
+    return (PIN_DIR / "link").exists()
+
+
+def _clear() -> None:
+    shutil.rmtree(PIN_DIR, ignore_errors=True)
+
+
+def start(filters: Filters, slots: int = DEFAULT_SLOTS) -> list[str]:
+    """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced)."""
+    notes = []
+    if running():
+        since = read().started_ns
+        raise RecorderRunning(
+            f"a flight recorder is already running (since {_fmt(since)}): `droptrace stop` first"
+        )
+    if PIN_DIR.exists():
+        _clear()
+        notes.append(f"removed stale pins of a crashed recorder in {PIN_DIR}")
+    PIN_DIR.mkdir(parents=True)
+    try:
+        with DropTracer(filters, ring_bytes=4096, record_slots=slots, stream=False) as tracer:
+            tracer.pin(PIN_DIR, MAPS)
+            notes.extend(f"hook unavailable: {u}" for u in tracer.hooks.unavailable)
+            notes.append(f"recording with {', '.join(tracer.hooks.active)}, {slots} drops kept")
+    except BaseException:
+        _clear()
+        raise
+    return notes
+
+
+def stop() -> bool:
+    """Detach and unpin everything; False if nothing was recording."""
+    was = PIN_DIR.exists()
+    _clear()
+    return was
+
+
+def _fmt(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+def read() -> Recording:
+    """Everything the recorder holds, without stopping it."""
+    if not running():
+        raise NoRecorder("no flight recorder is running: start one with `droptrace record`")
+    ncpu = libbpf.num_possible_cpus()
+    event_t = abi.struct("drop_event")
+    with ExitStack() as stack:
+        maps = {name: stack.enter_context(libbpf.PinnedMap(PIN_DIR / name)).map for name in MAPS}
+        cfg = abi.struct("dt_config")()
+        maps["dt_config_map"].lookup(ctypes.c_uint32(0), cfg)
+        slots = int(cfg.record_slots)  # type: ignore[attr-defined]
+        raw: list[bytes] = []
+        values = (event_t * ncpu)()
+        for slot in range(slots):
+            if not maps["recorder"].lookup(ctypes.c_uint32(slot), values):
+                continue
+            raw.extend(bytes(v) for v in values if v.ts_ns)  # type: ignore[attr-defined]
+        # Newest `slots` over all CPUs, oldest first.
+        raw.sort(key=lambda b: event_t.from_buffer_copy(b).ts_ns)  # type: ignore[attr-defined]
+        raw = raw[-slots:]
+        counters = {}
+        for k in maps["counters"].keys(abi.struct("counter_key")):
+            key = CounterKey(k.location, k.reason, k.ifindex, k.netns)  # type: ignore[attr-defined]
+            counters[key] = libbpf.percpu_sum(maps["counters"], k)
+
+        def stat(name: str) -> int:
+            return libbpf.percpu_sum(maps["stats"], ctypes.c_uint32(abi.const(name)))
+
+        return Recording(
+            started_ns=int(cfg.started_ns),  # type: ignore[attr-defined]
+            hook=KFREE_SKB_VARIANTS[int(cfg.hook)][0],  # type: ignore[attr-defined]
+            slots=slots,
+            events=raw,
+            counters=counters,
+            stats=Stats(stat("DT_STAT_MATCHED"), stat("DT_STAT_LOST"), stat("DT_STAT_UNCOUNTED")),
+            netns_filter=bool(cfg.filter_netns),  # type: ignore[attr-defined]
+        )
