@@ -354,3 +354,39 @@ def stop() -> None:
 
     system.require_root()
     click.echo("flight recorder stopped" if recorder.stop() else "no flight recorder was running")
+
+
+@main.command()
+@click.option(
+    "--netns",
+    "netns_spec",
+    default="host",
+    metavar="NAME|PATH",
+    show_default=True,
+    help="The namespace to check.",
+)
+def doctor(netns_spec: str) -> None:
+    """Check the field reports' known-bad settings: exit 0 clean, 1 findings, 2 unchecked."""
+    from tracer import doctor as doc
+    from tracer.hooks import DropTracer
+
+    try:
+        system.require_root()
+        ref = netns.resolve(netns_spec)
+        facts = doc.gather(ref)
+    except (DroptraceError, OSError) as err:
+        _fail(f"could not check: {err}", 2)
+    findings = doc.check(facts)
+    try:
+        _prepare()
+        with DropTracer(Filters(netns=(ref.inode,)), ring_bytes=4096) as tracer:
+            active, missing = tracer.hooks.active, tracer.hooks.unavailable
+        findings.append(doc.Finding(doc.Level.OK, f"kfree_skb hook: {', '.join(active)}"))
+        findings += [doc.Finding(doc.Level.WARN, f"hook unavailable: {m}") for m in missing]
+    except (DroptraceError, OSError) as err:
+        findings.append(doc.Finding(doc.Level.FAIL, f"no drop hook can be attached: {err}"))
+    colors = {doc.Level.OK: "green", doc.Level.WARN: "yellow", doc.Level.FAIL: "red"}
+    for f in findings:
+        line = f"{click.style(f'{f.level:<4}', fg=colors[f.level])}  {f.what}"
+        click.echo(line + (f"\n      fix: {f.fix}" if f.fix else ""))
+    sys.exit(1 if any(f.level is not doc.Level.OK for f in findings) else 0)

@@ -6,8 +6,6 @@ import hashlib
 import os
 import platform
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -23,14 +21,7 @@ BRIDGE_KNOBS = (
 
 
 def _run(*cmd: str, ns_path: Path | None = None) -> str:
-    if shutil.which(cmd[0]) is None:
-        return ""
-    full = ["nsenter", f"--net={ns_path}", *cmd] if ns_path else list(cmd)
-    try:
-        p = subprocess.run(full, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return p.stdout if p.returncode == 0 else ""
+    return netns.command(ns_path, *cmd)
 
 
 def kernel() -> dict[str, str]:
@@ -90,6 +81,19 @@ def _int(path: Path) -> int | None:
 
 def interfaces(ns_path: Path) -> list[str]:
     return netns.run_in(ns_path, lambda: sorted(p.name for p in _CONF.iterdir()))
+
+
+def addressed_interfaces(ns_path: Path) -> list[str]:
+    """Interfaces other than lo that carry an IPv4 address: the ones packets are routed between."""
+
+    def read() -> list[str]:
+        with IPRoute() as ipr:
+            names = {int(x["index"]): str(x.get_attr("IFLA_IFNAME")) for x in ipr.get_links()}
+            return sorted(
+                {names.get(int(a["index"]), "?") for a in ipr.get_addr(family=2)} - {"lo"}
+            )
+
+    return netns.run_in(ns_path, read)
 
 
 def bridges(ns_path: Path) -> list[str]:

@@ -8,12 +8,11 @@ kernel's drop location tells the backend: nft_do_chain (nf_tables) or nf_hook_sl
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracer.enrich import netns
 from tracer.model import Rule
 
 _SAVE_RULE = re.compile(r"^\[(\d+):\d+\] -A (\S+) (.*)$")
@@ -29,15 +28,6 @@ class CountedRule:
     rule: Rule
     packets: int
     matches_everything: bool  # no match at all before its verdict
-
-
-def _in_netns(ns_path: Path, *cmd: str) -> str:
-    if shutil.which(cmd[0]) is None:
-        return ""
-    p = subprocess.run(
-        ["nsenter", f"--net={ns_path}", *cmd], capture_output=True, text=True, timeout=10
-    )
-    return p.stdout if p.returncode == 0 else ""
 
 
 def parse_iptables_save(text: str, family: str) -> list[CountedRule]:
@@ -106,9 +96,9 @@ class RuleCounters:
     @staticmethod
     def _read(ns_path: Path, backend: str) -> list[CountedRule]:
         if backend == "legacy":
-            return parse_iptables_save(_in_netns(ns_path, "iptables-legacy-save", "-c"), "ipv4")
-        rules = parse_iptables_save(_in_netns(ns_path, "iptables-nft-save", "-c"), "ipv4")
-        return rules + parse_nft(_in_netns(ns_path, "nft", "-a", "list", "ruleset"))
+            return parse_iptables_save(netns.command(ns_path, "iptables-legacy-save", "-c"), "ipv4")
+        rules = parse_iptables_save(netns.command(ns_path, "iptables-nft-save", "-c"), "ipv4")
+        return rules + parse_nft(netns.command(ns_path, "nft", "-a", "list", "ruleset"))
 
     def culprit(self, inode: int, ns_path: Path, location: str) -> CountedRule | None:
         """The rule that most plausibly dropped the packet just seen in this namespace."""

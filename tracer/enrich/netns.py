@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -84,6 +86,18 @@ def run_in(path: Path, fn: Callable[[], T]) -> T:
     if error:
         raise error[0]
     return result[0]
+
+
+def command(ns_path: Path | None, *cmd: str) -> str:
+    """stdout of a command run inside the namespace ("" if it is missing or fails)."""
+    if shutil.which(cmd[0]) is None:
+        return ""
+    full = ["nsenter", f"--net={ns_path}", *cmd] if ns_path else list(cmd)
+    try:
+        p = subprocess.run(full, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return p.stdout if p.returncode == 0 else ""
 
 
 class NetnsNames:
