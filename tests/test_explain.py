@@ -126,3 +126,17 @@ def test_strict_rp_filter_is_the_max_of_all_and_iface_and_loose_fixes_it(
     assert fix.startswith("sysctl -w net.ipv4.conf.r-cli.rp_filter=2")
     sh("sysctl", "-qw", "net.ipv4.conf.r-cli.rp_filter=2", ns=router)
     assert drops() == []
+
+
+def test_frames_for_another_hosts_mac_are_counted_but_hidden_unless_all(netns: MakeNetns) -> None:
+    a, b = netns("a"), netns("b")
+    link(a, b, "eth0", "eth0", "192.0.2.1/24", "192.0.2.2/24")
+    # A neighbour entry with a MAC that is not b's: b receives the frame as PACKET_OTHERHOST.
+    sh("ip", "neigh", "replace", "192.0.2.2", "lladdr", "02:00:00:00:00:99", "dev", "eth0", ns=a)
+    for extra, shown in (((), 0), (("--all",), 2)):
+        with Droptrace("--json", "--netns", b, "--duration", "3", *extra) as dt:
+            send_udp(a, "192.0.2.2", 9, n=2)
+            res = dt.wait()
+        assert len(res.events) == shown, res.events
+        assert all(e["reason"] == "OTHERHOST" and e["benign"] for e in res.events)
+        assert "OTHERHOST 2" in res.stderr  # counted either way

@@ -38,10 +38,37 @@ _BY_REASON: dict[str, tuple[Category, str]] = {
     "SOCKET_RCVBUFF": (Category.OTHER, "the receiving socket's buffer was full"),
 }
 _NO_ROUTE_TYPES = {"none", "unreachable", "blackhole", "prohibit"}
+# Drops that are the network working as designed: frames for another host's MAC, IPv6
+# arriving where it is disabled, neighbour solicitations for other hosts.
+BENIGN_REASONS = {
+    "OTHERHOST",
+    "UNICAST_IN_L2_MULTICAST",
+    "IPV6DISABLED",
+    "IPV6_NDISC_NS_OTHERHOST",
+    "SKB_CONSUMED",
+}
+
+
+def is_benign(drop: Drop, facts: Facts, category: Category) -> bool:
+    if facts.reason in BENIGN_REASONS:
+        return True
+    # Multicast nobody joined and router solicitations with no router: IPv6 start-up noise.
+    return bool(
+        drop.dst is not None
+        and drop.dst.is_multicast
+        and category in (Category.OTHER, Category.NO_ROUTE)
+    )
 
 
 def classify(drop: Drop, facts: Facts) -> Diagnosis:
     """Category, explanation and fix for one drop."""
+    d = _diagnose(drop, facts)
+    if is_benign(drop, facts, d.category):
+        return Diagnosis(d.category, d.explanation, d.fix, benign=True)
+    return d
+
+
+def _diagnose(drop: Drop, facts: Facts) -> Diagnosis:
     ev = facts.evidence
     decided = None
     if "rp_filter" in ev:

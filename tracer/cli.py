@@ -115,6 +115,12 @@ def _sigterm_as_interrupt() -> None:
 @click.option("--duration", type=click.FloatRange(min=0), metavar="S", help="Stop after S seconds.")
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 @click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show expected noise (e.g. frames for another host); always counted.",
+)
+@click.option(
     "--ring-size",
     type=click.IntRange(min=4096),
     default=DEFAULT_RING_BYTES,
@@ -133,6 +139,7 @@ def main(
     as_json: bool,
     duration: float | None,
     count: int | None,
+    show_all: bool,
     ring_size: int,
 ) -> None:
     """Show, live, which packets the kernel drops: where, why, and what to change."""
@@ -144,7 +151,14 @@ def main(
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
     _sigterm_as_interrupt()
-    run(filters, Enricher(known), _sink(as_json), Limits(duration, count), ring_size)
+    run(
+        filters,
+        Enricher(known),
+        _sink(as_json),
+        Limits(duration, count),
+        ring_size,
+        show_benign=show_all,
+    )
 
 
 def _filters(

@@ -78,6 +78,7 @@ class Diagnosis:
     category: Category
     explanation: str
     fix: str | None = None
+    benign: bool = False  # expected noise: counted, hidden unless --all
 
 
 @dataclass(frozen=True, slots=True)

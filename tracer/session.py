@@ -51,6 +51,7 @@ def run(
     limits: Limits,
     ring_bytes: int = DEFAULT_RING_BYTES,
     on_ready: Callable[[], None] | None = None,
+    show_benign: bool = False,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
     started = time.monotonic()
@@ -69,7 +70,10 @@ def run(
                 raise _Stop
             drop = decode(raw)
             facts = enricher.facts(drop)
-            sink.drop(AttributedDrop(drop, facts, classify(drop, facts)))
+            diagnosis = classify(drop, facts)
+            if diagnosis.benign and not show_benign:
+                return  # still in the exact totals, just not shown
+            sink.drop(AttributedDrop(drop, facts, diagnosis))
             shown += 1
 
         try:

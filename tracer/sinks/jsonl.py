@@ -33,6 +33,7 @@ def to_json(item: AttributedDrop) -> dict[str, Any]:
         "evidence": dict(f.evidence),
         "explanation": diag.explanation,
         "fix": diag.fix,
+        "benign": diag.benign,
         "ifindex": d.ifindex,
         "netns_inode": d.netns,
         "len": d.length,
