@@ -39,13 +39,14 @@ _BY_REASON: dict[str, tuple[Category, str]] = {
 }
 _NO_ROUTE_TYPES = {"none", "unreachable", "blackhole", "prohibit"}
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
-# arriving where it is disabled, neighbour solicitations for other hosts.
+# arriving where it is disabled, neighbour solicitations for other hosts, purged queues.
 BENIGN_REASONS = {
     "OTHERHOST",
     "UNICAST_IN_L2_MULTICAST",
     "IPV6DISABLED",
     "IPV6_NDISC_NS_OTHERHOST",
     "SKB_CONSUMED",
+    "QUEUE_PURGE",  # a socket closed with packets still queued to it
 }
 
 

@@ -107,11 +107,10 @@ class NetnsNames:
 
     def __init__(self) -> None:
         self._refs: dict[int, NetnsRef] = {}
-        self._scanned = 0.0
+        self._missed: dict[int, float] = {}  # inode -> when a rescan last failed to name it
         self._scan()
 
     def _scan(self) -> None:
-        self._scanned = time.monotonic()
         refs: dict[int, NetnsRef] = {}
         with contextlib.suppress(OSError):
             refs[inode_of(HOST_NETNS)] = NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
@@ -140,12 +139,24 @@ class NetnsNames:
         return None
 
     def lookup(self, inode: int) -> NetnsRef | None:
+        """The namespace with this inode; an unknown one is looked for again at most once a
+        second (namespaces come and go, and a storm must not rescan /proc per packet)."""
         ref = self._refs.get(inode)
-        if ref is None and time.monotonic() - self._scanned > self.RESCAN_INTERVAL:
-            self._scan()
-            ref = self._refs.get(inode) or self._scan_pids(inode)
-            if ref is not None:
-                self._refs[inode] = ref
+        if ref is not None:
+            # Inode numbers are reused: the name holds only while its path still has that inode.
+            with contextlib.suppress(OSError):
+                if inode_of(ref.path) == inode:
+                    return ref
+        now = time.monotonic()
+        if now - self._missed.get(inode, 0.0) < self.RESCAN_INTERVAL:
+            return None
+        self._refs.pop(inode, None)
+        self._scan()
+        ref = self._refs.get(inode) or self._scan_pids(inode)
+        if ref is None:
+            self._missed[inode] = now
+        else:
+            self._refs[inode] = ref
         return ref
 
     def lookup_host(self) -> int:

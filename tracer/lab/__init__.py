@@ -1,0 +1,1 @@
+"""The lab: the seeds' failures rebuilt in network namespaces, watched through droptrace."""

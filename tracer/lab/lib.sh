@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Helpers for the netns lab's topology.sh and traffic.sh (not for fault.sh, which must run
+# on a real node too). Every namespace is "${LAB_PREFIX}<role>".
+: "${LAB_PREFIX:?LAB_PREFIX must be set, e.g. dtlab-}"
+
+ns() { printf '%s%s' "$LAB_PREFIX" "$1"; }
+in_ns() { local role=$1; shift; ip netns exec "$(ns "$role")" "$@"; }
+
+# mkns ROLE: a namespace with lo up and IPv6 off (its start-up drops are noise here).
+mkns() {
+  ip netns add "$(ns "$1")"
+  in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  in_ns "$1" ip link set lo up
+}
+
+# veth ROLE_A IF_A ROLE_B IF_B: a cable between two namespaces, both ends up.
+veth() {
+  ip link add "$2" netns "$(ns "$1")" type veth peer name "$4" netns "$(ns "$3")"
+  in_ns "$1" ip link set "$2" up
+  in_ns "$3" ip link set "$4" up
+}
+
+# serve ROLE PORT: a TCP listener in ROLE for at most 10 minutes (`lab down` kills it sooner).
+serve() {
+  in_ns "$1" timeout 600 python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, _ = s.accept(); c.close()' "$2" </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 50); do
+    in_ns "$1" ss -Hltn "sport = :$2" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "serve: nothing listens on port $2 in $(ns "$1")" >&2
+  return 1
+}
+
+# tcp_try ROLE HOST PORT [TRIES]: bounded TCP connects; prints ok/failed, never fails.
+tcp_try() {
+  in_ns "$1" python3 -c 'import socket, sys
+ok = 0
+for _ in range(int(sys.argv[3])):
+    s = socket.socket(); s.settimeout(1.5)
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2]))); ok += 1
+    except OSError:
+        pass
+    s.close()
+print("tcp %s:%s %d/%s connected" % (sys.argv[1], sys.argv[2], ok, sys.argv[3]))' "$2" "$3" "${4:-2}" || true
+}
+
+# udp_send ROLE HOST PORT [COUNT]: a few datagrams, no answer awaited.
+udp_send() {
+  in_ns "$1" python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"droptrace-lab", (sys.argv[1], int(sys.argv[2])))' "$2" "$3" "${4:-3}" || true
+}
