@@ -153,6 +153,10 @@ def _rp_filter(drop: Drop, facts: Facts, ev: Mapping[str, Any]) -> Diagnosis:
 def _routing(drop: Drop, facts: Facts, ev: Mapping[str, Any]) -> Diagnosis | None:
     if facts.reason not in ROUTING_REASONS and facts.location != "ip_error":
         return None
+    if (drop.dst is not None and drop.dst.is_multicast) or ev.get("route", {}).get(
+        "type"
+    ) == "broadcast":
+        return None  # multicast/broadcast nobody routes (e.g. IGMP reports): not forwarding
     iface = facts.iface or "?"
     fwd = ev["forwarding"]
     route = ev.get("route", {})

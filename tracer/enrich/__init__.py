@@ -35,7 +35,7 @@ class Enricher:
         rule = None
         ref = self.netns.lookup(drop.netns)
         if reason == "NETFILTER_DROP" and ref is not None:
-            counted = self.rules.culprit(drop.netns, ref.path, location)
+            counted = self.rules.culprit(drop.netns, ref.path)
             if counted is not None:
                 rule = counted.rule
                 evidence["rule_matches_everything"] = counted.matches_everything
