@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import MakeNetns, link, router_pair, run_cli, sh
+from tests.helpers import MakeNetns, link, router_pair, run_cli, sh, unique_name
+from tracer.lab.runner import lab_namespaces
+from tracer.lab.scenarios import SCENARIOS, Scenario
 
 pytestmark = pytest.mark.root
 
@@ -62,3 +64,18 @@ def test_bridge_without_bridge_netfilter_and_a_matchless_drop_rule(netns: MakeNe
 def test_unknown_namespace_cannot_be_checked() -> None:
     res = run_cli("doctor", "--netns", "dt-no-such-ns")
     assert res.rc == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "s", [s for s in SCENARIOS if s.seed], ids=[s.name for s in SCENARIOS if s.seed]
+)
+def test_doctor_flags_each_field_reports_fault_on_its_lab_topology(s: Scenario) -> None:
+    prefix = "dtlab-" + unique_name("doc").removeprefix("dt-") + "-"
+    try:
+        assert run_cli("lab", "up", s.name, "--prefix", prefix).rc == 0
+        rc, out = doctor(prefix + s.fault_node)
+        assert rc == 1, out
+        assert "fail" in out or "warn" in out
+    finally:
+        run_cli("lab", "down", "--prefix", prefix)
+    assert lab_namespaces(prefix) == []
