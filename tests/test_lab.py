@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from tracer.lab.scenarios import SCENARIOS, Scenario
 
 from tests.helpers import run_cli, unique_name
 from tracer.lab.runner import lab_namespaces
+from tracer.lab.scenarios import SCENARIOS, Scenario
 
 pytestmark = pytest.mark.root
 
