@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,37 +48,45 @@ class Result:
 
 
 class Droptrace:
-    """`python -m tracer ARGS` in the background; ready once it says it is tracing."""
+    """`python -m tracer ARGS` in the background; ready once it says it is tracing.
+
+    Threads drain stdout and stderr as lines arrive: a buffered readline() next to select()
+    would hide lines already read into Python's buffer, and a full pipe would stall it.
+    """
 
     READY = "tracing with"
 
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         )
-        self._stderr: list[str] = []
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._ready = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self._out), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self, stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+            if self.READY in line:
+                self._ready.set()
+        self._ready.set()  # EOF: the process ended (wait() tells whether it had started)
 
     def __enter__(self) -> Droptrace:
-        deadline = time.monotonic() + 30
-        assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
-            if ready:
-                line = self.proc.stderr.readline()
-                if not line:
-                    break
-                self._stderr.append(line)
-                if self.READY in line:
-                    return self
-            elif self.proc.poll() is not None:
-                break
-        self.kill()
-        raise AssertionError(f"droptrace did not start: {''.join(self._stderr)}")
+        self._ready.wait(timeout=30)
+        if not any(self.READY in line for line in self._err):
+            self.kill()
+            raise AssertionError(f"droptrace did not start: {''.join(self._err)}")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
@@ -92,9 +100,12 @@ class Droptrace:
         self.proc.send_signal(signal.SIGINT)
 
     def wait(self, timeout: float = 60) -> Result:
-        out, err = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=10)
+        out = "".join(self._out)
         events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        return Result(self.proc.returncode, events, "".join(self._stderr) + err, out)
+        return Result(self.proc.returncode, events, "".join(self._err), out)
 
 
 def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None) -> Result:

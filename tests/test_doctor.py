@@ -79,3 +79,11 @@ def test_doctor_flags_each_field_reports_fault_on_its_lab_topology(s: Scenario) 
     finally:
         run_cli("lab", "down", "--prefix", prefix)
     assert lab_namespaces(prefix) == []
+
+
+def test_rules_in_both_iptables_backends_are_a_warning(netns: MakeNetns) -> None:
+    ns = netns("mixed")
+    sh("iptables-nft", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT", ns=ns)
+    sh("iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "23", "-j", "DROP", ns=ns)
+    rc, out = doctor(ns)
+    assert rc == 1 and "rules in both iptables backends" in out and "legacy: 1" in out

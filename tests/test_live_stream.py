@@ -149,3 +149,18 @@ def test_nothing_is_left_after_sigkill(netns: MakeNetns) -> None:
     with dt:
         dt.kill()
     assert loaded_droptrace_programs() == []
+
+
+@pytest.mark.parametrize("hook", ["raw_tp/kfree_skb", "tracepoint/skb/kfree_skb"])
+def test_fallback_hooks_see_the_same_drop(netns: MakeNetns, hook: str) -> None:
+    # What a kernel without tp_btf (or without raw_tp) would run: the same object, degraded.
+    ns = netns("fallback")
+    env = {"DROPTRACE_KFREE_SKB": hook}
+    with Droptrace("--json", "--netns", ns, "--duration", "3", env=env) as dt:
+        send_udp(ns, "127.0.0.1", 9, n=2)
+        res = dt.wait()
+    assert f"tracing with {hook}" in res.stderr
+    assert "hook unavailable: tp_btf/kfree_skb: skipped" in res.stderr
+    assert [(e["reason"], e["iface"], e["dport"]) for e in res.events] == [
+        ("NO_SOCKET", "lo", 9)
+    ] * 2

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MakeNetns, loaded_droptrace_programs, run_cli, send_udp, sh
+from tests.helpers import (
+    MakeNetns,
+    link,
+    loaded_droptrace_programs,
+    router_pair,
+    run_cli,
+    send_udp,
+    sh,
+)
 from tracer.recorder import PIN_DIR
 
 pytestmark = pytest.mark.root
@@ -85,3 +93,21 @@ def test_record_replaces_stale_pins_of_a_crashed_recorder(stopped_after: None) -
     PIN_DIR.mkdir(parents=True, exist_ok=True)  # what a crash between mkdir and pin leaves
     res = run_cli("record")
     assert res.rc == 0 and "stale pins" in res.stderr
+
+
+def test_forwarding_drops_recorded_unwatched_are_explained_in_the_dump(
+    netns: MakeNetns, stopped_after: None, tmp_path: Path
+) -> None:
+    client, router = router_pair(netns)
+    link(router, netns("srv"), "r-srv", "eth0", "198.51.100.1/24", "198.51.100.2/24")
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=router)
+    assert run_cli("record", "--netns", router).rc == 0
+    send_udp(client, "198.51.100.2", 5353, n=3)
+    out = tmp_path / "r.md"
+    assert run_cli("dump", "--out", str(out)).rc == 0
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    text = out.read_text()
+    assert text.count("**forwarding_disabled**") == 3
+    assert "sysctl -w net.ipv4.ip_forward=1" in text
+    assert f"### netns {router}" in text and "net.ipv4.conf.r-cli.rp_filter = " in text
+    assert os.uname().release in text

@@ -30,6 +30,9 @@ KFREE_SKB_VARIANTS = (
     ("tracepoint/skb/kfree_skb", "kfree_skb_tp"),
 )
 DEFAULT_RING_BYTES = 4 << 20
+# DROPTRACE_KFREE_SKB=raw_tp/kfree_skb (say) starts the search at that variant: to check the
+# fallbacks on a kernel that accepts the better ones, or to sidestep a misbehaving one.
+_FORCE_ENV = "DROPTRACE_KFREE_SKB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,14 @@ class DropTracer:
     def _load_first(
         self, path: Path, ring_bytes: int, record_slots: int
     ) -> tuple[libbpf.BpfObject, str]:
-        for hook, program in KFREE_SKB_VARIANTS:
+        forced = os.environ.get(_FORCE_ENV)
+        names = [h for h, _ in KFREE_SKB_VARIANTS]
+        if forced and forced not in names:
+            raise HookUnavailable(f"{_FORCE_ENV}={forced} is not one of {', '.join(names)}")
+        start = names.index(forced) if forced else 0
+        for hook, _ in KFREE_SKB_VARIANTS[:start]:
+            self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
+        for hook, program in KFREE_SKB_VARIANTS[start:]:
             libbpf.take_log()
             obj = libbpf.BpfObject(path)
             try:
