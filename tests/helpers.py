@@ -152,3 +152,25 @@ def router_pair(netns: MakeNetns) -> tuple[str, str]:
     sh("ip", "route", "add", "default", "via", "192.0.2.1", ns=client)
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
     return client, router
+
+
+def routed_udp_topology(netns: MakeNetns) -> tuple[str, str, str]:
+    """client --- router --- server (198.51.100.2), the server routing back via the router."""
+    client, router = router_pair(netns)
+    server = netns("srv")
+    link(router, server, "r-srv", "eth0", "198.51.100.1/24", "198.51.100.2/24")
+    sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=server)
+    return client, router, server
+
+
+def spoofing_pair(netns: MakeNetns) -> tuple[str, str]:
+    """client --- router, where the router reaches 198.51.100.0/24 through another link
+    (r-oth) and the client can send from 198.51.100.77 on its link to the router: a source
+    that fails the strict rp_filter check on r-cli and passes the loose one."""
+    client, router = router_pair(netns)
+    link(router, netns("oth"), "r-oth", "eth0", "198.51.100.1/24", "198.51.100.2/24")
+    sh("ip", "addr", "add", "198.51.100.77/32", "dev", "eth0", ns=client)
+    # A static neighbour: the router's strict check would ignore ARP from that source too.
+    mac = sh("cat", "/sys/class/net/r-cli/address", ns=router).stdout.strip()
+    sh("ip", "neigh", "replace", "192.0.2.1", "lladdr", mac, "dev", "eth0", ns=client)
+    return client, router

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import Droptrace, MakeNetns, link, router_pair, send_udp, sh
+from tests.helpers import (
+    Droptrace,
+    MakeNetns,
+    link,
+    routed_udp_topology,
+    send_udp,
+    sh,
+    spoofing_pair,
+)
 
 pytestmark = pytest.mark.root
-
-
-def routed_udp_topology(netns: MakeNetns) -> tuple[str, str, str]:
-    """client --- router --- server, the server answering UDP on 5353."""
-    client, router = router_pair(netns)
-    server = netns("srv")
-    link(router, server, "r-srv", "eth0", "198.51.100.1/24", "198.51.100.2/24")
-    sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=server)
-    return client, router, server
 
 
 def watch_router(router: str, client: str, port: int = 5353, *args: str) -> list[dict[str, object]]:
@@ -99,12 +98,7 @@ def test_forwarding_off_on_the_receiving_interface_only(netns: MakeNetns) -> Non
 def test_strict_rp_filter_is_the_max_of_all_and_iface_and_loose_fixes_it(
     netns: MakeNetns, all_: int, iface: int
 ) -> None:
-    client, router = router_pair(netns)
-    other = netns("oth")
-    link(router, other, "r-oth", "eth0", "198.51.100.1/24", "198.51.100.2/24")
-    sh("ip", "addr", "add", "198.51.100.77/32", "dev", "eth0", ns=client)
-    mac = sh("cat", "/sys/class/net/r-cli/address", ns=router).stdout.strip()
-    sh("ip", "neigh", "replace", "192.0.2.1", "lladdr", mac, "dev", "eth0", ns=client)
+    client, router = spoofing_pair(netns)
     sh("sysctl", "-qw", f"net.ipv4.conf.all.rp_filter={all_}", ns=router)
     sh("sysctl", "-qw", f"net.ipv4.conf.r-cli.rp_filter={iface}", ns=router)
 

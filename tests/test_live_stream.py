@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -10,11 +9,12 @@ import pytest
 from tests.helpers import (
     Droptrace,
     MakeNetns,
-    link,
     loaded_droptrace_programs,
+    routed_udp_topology,
     router_pair,
     send_udp,
     sh,
+    spoofing_pair,
 )
 
 pytestmark = pytest.mark.root
@@ -44,10 +44,7 @@ def test_udp_to_closed_port_is_no_socket_on_lo_in_that_netns_only(netns: MakeNet
 def test_iptables_drop_in_forward_is_netfilter_drop(
     netns: MakeNetns, iptables: str, location: str
 ) -> None:
-    client, router = router_pair(netns)
-    server = netns("srv")
-    link(router, server, "r-srv", "eth0", "198.51.100.1/24", "198.51.100.2/24")
-    sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=server)
+    client, router, _ = routed_udp_topology(netns)
     sh(iptables, "-A", "FORWARD", "-p", "udp", "--dport", "5353", "-j", "DROP", ns=router)
     with Droptrace("--json", "--netns", router, "--duration", "4") as dt:
         send_udp(client, "198.51.100.2", 5353, n=2)
@@ -75,15 +72,7 @@ def test_forwarded_packet_without_route_is_no_route_at_ip_error(netns: MakeNetns
 
 
 def test_strict_rp_filter_drops_source_routed_via_another_interface(netns: MakeNetns) -> None:
-    client, router = router_pair(netns)
-    other = netns("oth")
-    # The router reaches 198.51.100.0/24 through r-oth, so that source arriving on r-cli fails
-    # the strict check (it would pass loose mode).
-    link(router, other, "r-oth", "eth0", "198.51.100.1/24", "198.51.100.2/24")
-    sh("ip", "addr", "add", "198.51.100.77/32", "dev", "eth0", ns=client)
-    # A static neighbour: the router's strict check would ignore ARP from that source too.
-    mac = json.loads(sh("ip", "-j", "link", "show", "r-cli", ns=router).stdout)[0]["address"]
-    sh("ip", "neigh", "replace", "192.0.2.1", "lladdr", mac, "dev", "eth0", ns=client)
+    client, router = spoofing_pair(netns)
     sh("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", ns=router)
     sh("sysctl", "-qw", "net.ipv4.conf.r-cli.rp_filter=1", ns=router)
     with Droptrace("--json", "--netns", router, "--reason", "IP_RPFILTER", "--duration", "4") as dt:
