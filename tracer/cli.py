@@ -16,7 +16,7 @@ import click
 from tracer import libbpf, system
 from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
-from tracer.errors import BadCidr, DroptraceError, HookUnavailable, UnknownReason, UsageError
+from tracer.errors import BadCidr, DroptraceError, UnknownReason, UsageError
 from tracer.hooks import DEFAULT_RING_BYTES, Filters, Network
 from tracer.session import Limits, Sink, run
 
@@ -282,10 +282,6 @@ def lab_down(prefix: str) -> None:
     _progress(
         f"removed {len(removed)} lab namespaces" + (f": {' '.join(removed)}" if removed else "")
     )
-
-
-# Keep HookUnavailable importable from here for callers that map exit codes.
-__all__ = ["HookUnavailable", "main"]
 
 
 @main.command()

@@ -20,6 +20,13 @@ veth() {
   in_ns "$3" ip link set "$4" up
 }
 
+# bridge ROLE NAME CIDR: a bridge with the node's address on it (a CNI's cni0), up.
+bridge() {
+  in_ns "$1" ip link add "$2" type bridge
+  in_ns "$1" ip addr add "$3" dev "$2"
+  in_ns "$1" ip link set "$2" up
+}
+
 # serve ROLE PORT: a TCP listener in ROLE for at most 10 minutes (`lab down` kills it sooner).
 serve() {
   in_ns "$1" timeout 600 python3 -c 'import socket, sys, time

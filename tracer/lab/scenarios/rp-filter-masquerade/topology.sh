@@ -8,9 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 mkns pod; mkns node; mkns inet
-in_ns node ip link add cni0 type bridge
-in_ns node ip addr add 198.18.1.1/24 dev cni0
-in_ns node ip link set cni0 up
+bridge node cni0 198.18.1.1/24
 veth pod eth0 node veth-pod
 in_ns node ip link set veth-pod master cni0
 veth node eth1 inet eth0
