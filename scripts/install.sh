@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   clang llvm bpftool libbpf-dev libbpf1 make   # BPF build (CO-RE object) and its loader library
-  iproute2 iptables nftables conntrack iputils-ping   # lab topologies, rules, traffic
+  iproute2 iptables nftables   # lab topologies and rules (traffic is sent with python3)
   shellcheck python3-venv vagrant   # vagrant: `vagrant validate` of the multi-node lab
 )
 

@@ -5,6 +5,8 @@ set -euo pipefail
 # shellcheck source=tracer/lab/lib.sh
 source "$(dirname "$0")/../../lib.sh"
 
+# net.bridge.* exists only with bridge netfilter (built in here; a module elsewhere).
+[ -e /proc/sys/net/bridge ] || modprobe br_netfilter
 mkns node; mkns client; mkns backend
 bridge node cni0 198.18.1.1/24
 for pod in client backend; do
