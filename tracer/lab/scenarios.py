@@ -16,93 +16,94 @@ class Scenario:
     name: str
     seed: str | None  # the field report in shared/seeds it reproduces
     title: str
-    namespaces: tuple[str, ...]  # roles topology.sh creates (namespace = prefix + role)
     fault_node: str  # role whose namespace runs fault.sh
-    fault_env: tuple[tuple[str, str], ...]  # env of fault.sh in the netns lab
+    fault_env: tuple[tuple[str, str], ...]  # env of fault.sh in the netns lab (pairs: frozen)
     # What a user should see (used by the tests, never by droptrace):
-    drop_node: str
-    drop_iface: str
+    drop_node: str  # role (namespace) where the kernel drops the packet
+    drop_iface: str  # interface the dropped packet arrived on there
     category: str
     reason_618: str  # the kernel's reason on the 6.18 development kernel
+    namespaces: tuple[str, ...]  # roles topology.sh creates (namespace = prefix + role)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "rp-filter-masquerade",
-        "rp-filter-masquerade.txt",
-        "pods lose the internet: masqueraded replies come back on another link, strict rp_filter",
-        ("pod", "node", "inet"),
-        "node",
-        (("REPLY_IFACE", "eth2"), ("POD_CIDR", "198.18.0.0/16")),
-        "node",
-        "eth2",
-        "rp_filter",
-        "IP_RPFILTER",
+        name="rp-filter-masquerade",
+        seed="rp-filter-masquerade.txt",
+        title="pods lose the internet: strict rp_filter drops replies returning on another link",
+        fault_node="node",
+        fault_env=(("REPLY_IFACE", "eth2"), ("POD_CIDR", "198.18.0.0/16")),
+        drop_node="node",
+        drop_iface="eth2",
+        category="rp_filter",
+        reason_618="IP_RPFILTER",
+        namespaces=("pod", "node", "inet"),
     ),
     Scenario(
-        "metallb-asymmetric",
-        "metallb-asymmetric-rp-filter.txt",
-        "LoadBalancer VIP on node1, pod on node2: node2's strict rp_filter drops the requests",
-        ("lan", "client", "node1", "node2", "pod"),
-        "node2",
-        (("CLUSTER_IFACE", "eth1"),),
-        "node2",
-        "eth1",
-        "rp_filter",
-        "IP_RPFILTER",
+        name="metallb-asymmetric",
+        seed="metallb-asymmetric-rp-filter.txt",
+        title="LB VIP on node1, pod on node2: node2's strict rp_filter drops forwarded requests",
+        fault_node="node2",
+        fault_env=(("CLUSTER_IFACE", "eth1"),),
+        drop_node="node2",
+        drop_iface="eth1",
+        category="rp_filter",
+        reason_618="IP_RPFILTER",
+        namespaces=("lan", "client", "node1", "node2", "pod"),
     ),
     Scenario(
-        "bridge-nf-hairpin",
-        "bridge-netfilter-hairpin.txt",
-        "same-node ClusterIP times out: bridge-nf-call-iptables=0, reply from the pod IP",
-        ("node", "client", "backend"),
-        "node",
-        (),
-        "client",
-        "eth0",
-        "bridge_netfilter",
-        "NO_SOCKET",
+        name="bridge-nf-hairpin",
+        seed="bridge-netfilter-hairpin.txt",
+        title="same-node ClusterIP times out: bridge-nf-call-iptables=0, reply from the pod IP",
+        fault_node="node",
+        fault_env=(),
+        drop_node="client",
+        drop_iface="eth0",
+        category="bridge_netfilter",
+        reason_618="NO_SOCKET",
+        namespaces=("node", "client", "backend"),
     ),
     Scenario(
-        "iptables-corrupt-firewall",
-        "iptables-version-mismatch.txt",
-        "KUBE-FIREWALL rewritten without its mark match drops everything to the node",
-        ("pod", "node"),
-        "node",
-        (("IPTABLES", "iptables"),),
-        "node",
-        "veth-pod",
-        "netfilter",
-        "NETFILTER_DROP",
+        name="iptables-corrupt-firewall",
+        seed="iptables-version-mismatch.txt",
+        title="KUBE-FIREWALL rewritten without its mark match drops everything to the node",
+        fault_node="node",
+        fault_env=(("IPTABLES", "iptables"),),
+        drop_node="node",
+        drop_iface="veth-pod",
+        category="netfilter",
+        reason_618="NETFILTER_DROP",
+        namespaces=("pod", "node"),
     ),
     Scenario(
-        "ip-forward-off",
-        "ip-forward-off.txt",
-        "pod-to-service SYNs never answered: ip_forward=0 on the node",
-        ("pod-a", "node1", "node2", "pod-b"),
-        "node1",
-        (),
-        "node1",
-        "veth-pod-a",
-        "forwarding_disabled",
-        "IP_INADDRERRORS",
+        name="ip-forward-off",
+        seed="ip-forward-off.txt",
+        title="pod-to-service SYNs never answered: ip_forward=0 on the node",
+        fault_node="node1",
+        fault_env=(),
+        drop_node="node1",
+        drop_iface="veth-pod-a",
+        category="forwarding_disabled",
+        reason_618="IP_INADDRERRORS",
+        namespaces=("pod-a", "node1", "node2", "pod-b"),
     ),
     Scenario(
-        "no-route",
-        None,
-        "pod-to-pod across nodes: the node has no route to the other pod CIDR",
-        ("pod-a", "node1", "node2", "pod-b"),
-        "node1",
-        (("REMOTE_POD_CIDR", "198.18.2.0/24"), ("REMOTE_NODE_IP", "198.51.100.2")),
-        "node1",
-        "veth-pod-a",
-        "no_route",
-        "IP_INNOROUTES",
+        name="no-route",
+        seed=None,
+        title="pod-to-pod across nodes: the node has no route to the other pod CIDR",
+        fault_node="node1",
+        fault_env=(("REMOTE_POD_CIDR", "198.18.2.0/24"), ("REMOTE_NODE_IP", "198.51.100.2")),
+        drop_node="node1",
+        drop_iface="veth-pod-a",
+        category="no_route",
+        reason_618="IP_INNOROUTES",
+        namespaces=("pod-a", "node1", "node2", "pod-b"),
     ),
 )
 
 
 def by_name(name: str) -> Scenario:
+    """The scenario called name; KeyError if there is none."""
     for s in SCENARIOS:
         if s.name == name:
             return s
@@ -110,4 +111,5 @@ def by_name(name: str) -> Scenario:
 
 
 def scenario_dir(name: str) -> Path:
+    """The folder holding the scenario's topology.sh, fault.sh and traffic.sh."""
     return _DIR / name

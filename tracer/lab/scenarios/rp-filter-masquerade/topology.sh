@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # A node (role node) with a pod bridge cni0 (198.18.1.1/24, pod 198.18.1.52) and two links
-# to the provider ("inet", server 203.0.113.10): uplink eth1 (192.0.2.1, the default
-# route; pod traffic is masqueraded to it) and eth2 (198.51.100.1, a private network).
-# The provider routes replies for 192.0.2.1 back over eth2, as VPS networks often do.
+# to its provider ("inet", "the internet" 203.0.113.10): uplink eth1 (192.0.2.1, the
+# default route; the CNI masquerades pod traffic to it) and eth2 (198.51.100.1, the
+# provider's private network). The provider routes traffic for 192.0.2.1 back over eth2,
+# as VPS networks do. Replies reach the node on eth2, are de-masqueraded to the pod's
+# address in PREROUTING, then routed: the reverse-path check looks at their SOURCE
+# (203.0.113.10, whose route is eth1), never at the pod's address as the seed says.
+# Healthy: loose rp_filter (2, what the CNIs set) and the CNI's FORWARD/NAT rules only.
 set -euo pipefail
 # shellcheck source=tracer/lab/lib.sh
 source "$(dirname "$0")/../../lib.sh"
