@@ -146,10 +146,11 @@ def main(
     if ctx.invoked_subcommand is not None:
         return
     networks = _networks(cidrs)
-    known = _prepare()
+    known = _checks()
     filters = _filters(known, netns_specs, networks, iface, reasons)
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
+    _mount_filesystems()
     _sigterm_as_interrupt()
     run(
         filters,
@@ -184,12 +185,22 @@ def _filters(
 
 
 def _prepare() -> DropReasons:
-    """Checks every tracing command needs; returns the running kernel's drop reasons."""
+    """Checks and mounts every tracing command needs; returns the kernel's drop reasons."""
+    known = _checks()
+    _mount_filesystems()
+    return known
+
+
+def _mount_filesystems() -> None:
+    """tracefs and bpffs, where missing: quietly, as perf and bpftool do; a failure is an error."""
+    system.ensure_mounts()
+
+
+def _checks() -> DropReasons:
+    """What every tracing command needs; returns the running kernel's drop reasons."""
     system.require_root()
     system.require_btf()
     libbpf.lib()
-    for line in system.ensure_mounts():
-        click.echo(f"droptrace: {line}", err=True)
     known = DropReasons()
     if not known.available:
         click.echo("droptrace: this kernel's kfree_skb has no drop reasons", err=True)
@@ -302,8 +313,10 @@ def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> N
     from tracer import recorder
 
     networks = _networks(cidrs)
-    known = _prepare()
-    for note in recorder.start(_filters(known, netns_specs, networks), size):
+    known = _checks()
+    filters = _filters(known, netns_specs, networks)
+    _mount_filesystems()
+    for note in recorder.start(filters, size):
         click.echo(f"droptrace: {note}", err=True)
     click.echo(
         f"droptrace: recorder pinned at {recorder.PIN_DIR}; `droptrace dump` reads it, "
