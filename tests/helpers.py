@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 _seq = count()
@@ -119,22 +120,39 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
 
 
 def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str]:
-    """Names of droptrace's BPF programs still loaded once the kernel has released closed ones.
+    """droptrace's BPF programs still loaded that no process holds (pinned or leaked).
 
-    The kernel frees a program shortly after its last fd closes (deferred work), so this
-    waits up to `settle` seconds for the count to drop to `at_most`.
+    Programs a running process holds are not counted, so a test here is not failed by
+    another droptrace on the machine. The kernel frees a program shortly after its last fd
+    closes (deferred work), so this waits up to `settle` seconds for the count to drop to
+    `at_most`.
     """
     deadline = time.monotonic() + settle
     while True:
         out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True)
+        held = _prog_ids_held_by_processes()
         names = [
-            p.get("name", "")
+            f"{p.get('name')} (id {p.get('id')})"
             for p in json.loads(out.stdout or "[]")
-            if p.get("name", "").startswith("kfree_skb_")
+            if p.get("name", "").startswith("kfree_skb_") and p.get("id") not in held
         ]
         if len(names) <= at_most or time.monotonic() > deadline:
             return names
         time.sleep(0.1)
+
+
+def _prog_ids_held_by_processes() -> set[int]:
+    """Program ids referenced by any process's program or link fds (their fdinfo)."""
+    held: set[int] = set()
+    for info in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        try:
+            text = info.read_text()
+        except OSError:
+            continue  # the process or fd went away meanwhile
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                held.add(int(line.split()[1]))
+    return held
 
 
 def link(a: str, b: str, a_if: str, b_if: str, a_addr: str, b_addr: str) -> None:
