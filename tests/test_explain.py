@@ -134,3 +134,37 @@ def test_frames_for_another_hosts_mac_are_counted_but_hidden_unless_all(netns: M
         assert len(res.events) == shown, res.events
         assert all(e["reason"] == "OTHERHOST" and e["benign"] for e in res.events)
         assert "OTHERHOST 2" in res.stderr  # counted either way
+
+
+@pytest.mark.parametrize("kind", ["blackhole", "unreachable", "prohibit"])
+def test_blackhole_unreachable_and_prohibit_routes_are_no_route_with_the_route_named(
+    netns: MakeNetns, kind: str
+) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    sh("ip", "route", "add", kind, "198.51.100.2/32", ns=router)
+    drops = watch_router(router, client)
+    assert drops, drops
+    ev = drops[0]
+    assert (ev["category"], ev["iface"]) == ("no_route", "r-cli"), ev
+    assert ev["evidence"]["route"]["type"] == kind, ev  # type: ignore[index]
+    assert f"a {kind} route" in str(ev["explanation"])
+    # The fix: remove the route; the same traffic then reaches the server's closed port and
+    # nothing is dropped on the router any more.
+    assert "remove" in str(ev["fix"])
+    sh("ip", "route", "del", kind, "198.51.100.2/32", ns=router)
+    assert watch_router(router, client) == []
+
+
+def test_policy_routing_names_the_rule_and_table_that_had_no_route(netns: MakeNetns) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    # Traffic from the client is looked up in table 100, where nothing but 203.0.113.0/24 is
+    # reachable; the main table would have routed it.
+    sh("ip", "route", "add", "203.0.113.0/24", "dev", "r-srv", "table", "100", ns=router)
+    sh("ip", "route", "add", "unreachable", "default", "table", "100", ns=router)
+    sh("ip", "rule", "add", "from", "192.0.2.2", "lookup", "100", "priority", "100", ns=router)
+    drops = watch_router(router, client)
+    assert drops, drops
+    ev = drops[0]
+    assert ev["category"] == "no_route", ev
+    explanation = str(ev["explanation"])
+    assert "table 100" in explanation and "from 192.0.2.2 lookup 100" in explanation, explanation

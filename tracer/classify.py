@@ -38,6 +38,7 @@ _BY_REASON: dict[str, tuple[Category, str]] = {
     "SOCKET_RCVBUFF": (Category.OTHER, "the receiving socket's buffer was full"),
 }
 _NO_ROUTE_TYPES = {"none", "unreachable", "blackhole", "prohibit"}
+_MAIN_TABLE = 254
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
 # arriving where it is disabled, neighbour solicitations for other hosts, purged queues.
 BENIGN_REASONS = {
@@ -172,15 +173,24 @@ def _routing(drop: Drop, facts: Facts, ev: Mapping[str, Any]) -> Diagnosis | Non
             " through this node and was dropped"
         )
         return Diagnosis(Category.FORWARDING_DISABLED, explanation, f"sysctl -w {knob} {ns}")
-    kind = route.get("type")
+    # The lookup as the kernel made it (source and input interface: policy routing applies).
+    received = ev.get("route_as_received") or route
+    if received.get("type") not in _NO_ROUTE_TYPES:
+        received = route
+    kind = received.get("type")
     if kind in _NO_ROUTE_TYPES or facts.reason in {"IP_INNOROUTES", "IP_OUTNOROUTES"}:
-        table = f" in table {route['table']}" if route.get("table") else ""
+        table_id = received.get("table")
+        table = f" in table {table_id}" if table_id and table_id != _MAIN_TABLE else ""
+        rule = received.get("policy_rule")
+        via_rule = f" (ip rule {rule} chose table {rule.rsplit(' ', 1)[-1]})" if rule else ""
         if kind in {"blackhole", "unreachable", "prohibit"}:
-            what = f"a {kind} route{table} matches {drop.dst}"
-            fix = f"remove or replace the {kind} route covering {drop.dst} {ns}"
+            what = f"a {kind} route{table} matches {drop.dst}{via_rule}"
+            fix = f"remove or replace the {kind} route covering {drop.dst}{table} {ns}"
         else:
-            what = f"no route to {drop.dst}{table}"
+            what = f"no route to {drop.dst}{table}{via_rule}"
             fix = f"add a route to {drop.dst}'s network (ip route add CIDR via NEXT-HOP) {ns}"
+        if rule:
+            fix += f", or change the ip rule that sends this source to another table ({rule})"
         explanation = f"{what} {ns}; the packet arrived on {iface} and was dropped"
         return Diagnosis(Category.NO_ROUTE, explanation, fix)
     return None
