@@ -39,6 +39,20 @@ def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -
     sh(sys.executable, "-c", code, ns=ns)
 
 
+def send_icmp_echo_reply(ns: str, dst: str, n: int = 2) -> None:
+    """n ICMP echo replies nobody asked for: conntrack has no request for them (INVALID)."""
+    code = (
+        "import socket, struct;"
+        "s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP);"
+        "h=struct.pack('!BBHHH', 0, 0, 0, 4242, 1)+b'droptrace!';"
+        "c=sum(struct.unpack('!9H', h));"
+        "c=(c>>16)+(c&0xffff); c=~(c+(c>>16))&0xffff;"
+        "p=h[:2]+struct.pack('!H', c)+h[4:];"
+        f"[s.sendto(p, ({dst!r}, 0)) for _ in range({n})]"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
 @dataclass
 class Result:
     rc: int

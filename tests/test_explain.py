@@ -9,6 +9,7 @@ from tests.helpers import (
     MakeNetns,
     link,
     routed_udp_topology,
+    send_icmp_echo_reply,
     send_udp,
     sh,
     spoofing_pair,
@@ -168,3 +169,21 @@ def test_policy_routing_names_the_rule_and_table_that_had_no_route(netns: MakeNe
     assert ev["category"] == "no_route", ev
     explanation = str(ev["explanation"])
     assert "table 100" in explanation and "from 192.0.2.2 lookup 100" in explanation, explanation
+
+
+def test_rule_dropping_conntrack_invalid_is_told_as_conntrack_with_the_rule(
+    netns: MakeNetns,
+) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    sh("iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID",
+       "-j", "DROP", ns=router)  # fmt: skip
+    with Droptrace("--json", "--netns", router, "--duration", "4") as dt:
+        send_icmp_echo_reply(client, "198.51.100.2")
+        res = dt.wait()
+    drops = [e for e in res.events if e["proto"] == "icmp"]
+    assert drops, res.events
+    ev = drops[0]
+    assert ev["category"] == "conntrack", ev
+    rule = ev["rule"]
+    assert isinstance(rule, dict) and "--ctstate INVALID" in rule["text"]
+    assert "INVALID" in str(ev["explanation"])

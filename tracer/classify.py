@@ -6,6 +6,7 @@ IP_INADDRERRORS or NOT_SPECIFIED at ip_error) is decided by the evidence enrichm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,6 @@ _BY_REASON: dict[str, tuple[Category, str]] = {
     "NEIGH_QUEUEFULL": (Category.NEIGHBOUR, "too many packets queued waiting for ARP/ND"),
     "NEIGH_CREATEFAIL": (Category.NEIGHBOUR, "no neighbour entry could be created"),
     "NEIGH_DEAD": (Category.NEIGHBOUR, "the neighbour entry went away"),
-    "NF_CONNTRACK_INVALID": (Category.CONNTRACK, "conntrack marked the packet INVALID"),
     "TCP_INVALID_SEQUENCE": (Category.OTHER, "a TCP segment outside the receive window"),
     "IP_INHDR": (Category.OTHER, "a malformed IP header"),
     "IP_CSUM": (Category.OTHER, "a bad IP checksum"),
@@ -39,6 +39,9 @@ _BY_REASON: dict[str, tuple[Category, str]] = {
 }
 _NO_ROUTE_TYPES = {"none", "unreachable", "blackhole", "prohibit"}
 _MAIN_TABLE = 254
+# A rule that matches conntrack's INVALID state: iptables (conntrack or the older state
+# match) and nft forms.
+_INVALID_MATCH = re.compile(r"--(?:ct)?state \S*INVALID|ct state \S*invalid")
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
 # arriving where it is disabled, neighbour solicitations for other hosts, purged queues.
 BENIGN_REASONS = {
@@ -93,6 +96,20 @@ def _netfilter(facts: Facts) -> Diagnosis:
         f"netfilter {verdict} by {r.family} table {r.table}, chain {r.chain}: {r.text}"
         f" (on {_at(facts)})"
     )
+    if _INVALID_MATCH.search(r.text):
+        explanation = (
+            f"conntrack marked the packet INVALID (it belongs to no connection this node saw"
+            f" start) and netfilter {verdict}s INVALID packets: {r.family} table {r.table},"
+            f" chain {r.chain}: {r.text} (on {_at(facts)})"
+        )
+        fix = (
+            "find why conntrack does not know the flow: usually asymmetric routing (this node"
+            " sees only one direction), a conntrack table that was flushed or full"
+            " (nf_conntrack_count vs nf_conntrack_max), or mid-stream TCP with"
+            " net.netfilter.nf_conntrack_tcp_loose=0; make the path symmetric rather than"
+            " removing the rule"
+        )
+        return Diagnosis(Category.CONNTRACK, explanation, fix)
     if everything:
         explanation += "; this rule has no match before its verdict, so it drops every packet"
         fix = (
