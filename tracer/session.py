@@ -54,11 +54,26 @@ def run(
     show_benign: bool = False,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
+    filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
+    try:
+        return _trace(filters, enricher, sink, limits, ring_bytes, on_ready, show_benign)
+    finally:
+        enricher.close()
+
+
+def _trace(
+    filters: Filters,
+    enricher: Enricher,
+    sink: Sink,
+    limits: Limits,
+    ring_bytes: int,
+    on_ready: Callable[[], None] | None,
+    show_benign: bool,
+) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     shown = 0
     interrupted = False
-    filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
     with DropTracer(filters, ring_bytes) as tracer:
         sink.start(tracer.hooks)
         if on_ready is not None:

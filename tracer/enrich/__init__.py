@@ -9,8 +9,9 @@ from types import MappingProxyType
 from tracer.enrich.evidence import Evidence
 from tracer.enrich.ifaces import IfaceNames
 from tracer.enrich.kernel import DropReasons, KernelSymbols
-from tracer.enrich.netfilter import RuleCounters
+from tracer.enrich.netfilter import RuleCounters, matches_everything
 from tracer.enrich.netns import NetnsNames
+from tracer.enrich.nftrace import NfTrace, RuleTexts
 from tracer.model import Drop, Facts
 
 
@@ -24,8 +25,14 @@ class Enricher:
         self.ifaces = IfaceNames(self.netns)
         self.evidence = Evidence(self.netns)
         self.rules = RuleCounters()
+        self.nftrace = NfTrace()
+        self.rule_texts = RuleTexts()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def close(self) -> None:
+        """Remove what enrichment added to the system (nftrace tables)."""
+        self.nftrace.close()
 
     def facts(self, drop: Drop) -> Facts:
         reason = self.reasons.name(drop.reason)
@@ -35,10 +42,19 @@ class Enricher:
         rule = None
         ref = self.netns.lookup(drop.netns)
         if reason == "NETFILTER_DROP" and ref is not None:
-            counted = self.rules.culprit(drop.netns, ref.path)
-            if counted is not None:
-                rule = counted.rule
-                evidence["rule_matches_everything"] = counted.matches_everything
+            traced = self.nftrace.verdict(drop, ref)
+            if traced is not None:
+                rule = self.rule_texts.rule(ref.path, traced)
+                evidence["rule_from"] = "nftrace"
+                everything = matches_everything(rule.text)
+                if everything is not None:
+                    evidence["rule_matches_everything"] = everything
+            else:
+                counted = self.rules.culprit(drop.netns, ref.path)
+                if counted is not None:
+                    rule = counted.rule
+                    evidence["rule_from"] = "counters"
+                    evidence["rule_matches_everything"] = counted.matches_everything
         return Facts(
             time=datetime.fromtimestamp((drop.ts_ns + self._wall_offset_ns) / 1e9, UTC),
             reason=reason,

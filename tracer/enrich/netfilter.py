@@ -30,6 +30,20 @@ class CountedRule:
     matches_everything: bool  # no match at all before its verdict
 
 
+def comment_of(spec: str) -> str | None:
+    """The `-m comment --comment` text of an iptables rule."""
+    c = _COMMENT.search(spec)
+    return (c.group(1) or c.group(2)) if c else None
+
+
+def matches_everything(saved: str) -> bool | None:
+    """Whether an `-A CHAIN ... -j DROP|REJECT` rule has no match before its verdict."""
+    m = re.match(r"-A \S+ (.*?)-j (?:DROP|REJECT)\b", saved)
+    if not m:
+        return None
+    return not _COMMENT_MATCH.sub("", m.group(1)).strip()
+
+
 def parse_iptables_save(text: str, family: str) -> list[CountedRule]:
     """DROP/REJECT rules of `iptables-save -c` output, with their packet counters."""
     out, table = [], ""
@@ -44,12 +58,13 @@ def parse_iptables_save(text: str, family: str) -> list[CountedRule]:
         verdict = re.search(r"-j (DROP|REJECT)\b", spec)
         if not verdict:
             continue
-        c = _COMMENT.search(spec)
-        comment = (c.group(1) or c.group(2)) if c else None
-        matches = _COMMENT_MATCH.sub("", spec[: verdict.start()]).strip()
         text_form = f"-A {chain} {spec}"
         out.append(
-            CountedRule(Rule(family, table, chain, text_form, None, comment), packets, not matches)
+            CountedRule(
+                Rule(family, table, chain, text_form, None, comment_of(spec)),
+                packets,
+                matches_everything(text_form) is True,
+            )
         )
     return out
 

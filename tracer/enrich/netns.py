@@ -88,16 +88,22 @@ def run_in(path: Path, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def command(ns_path: Path | None, *cmd: str) -> str:
+def command(ns_path: Path | None, *cmd: str, stdin: str | None = None) -> str:
     """stdout of a command run inside the namespace ("" if it is missing or fails)."""
+    ok, out = run_command(ns_path, *cmd, stdin=stdin)
+    return out if ok else ""
+
+
+def run_command(ns_path: Path | None, *cmd: str, stdin: str | None = None) -> tuple[bool, str]:
+    """(succeeded, stdout or else stderr) of a command run inside the namespace."""
     if shutil.which(cmd[0]) is None:
-        return ""
+        return False, f"{cmd[0]} is not installed"
     full = ["nsenter", f"--net={ns_path}", *cmd] if ns_path else list(cmd)
     try:
-        p = subprocess.run(full, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return p.stdout if p.returncode == 0 else ""
+        p = subprocess.run(full, capture_output=True, text=True, timeout=10, input=stdin)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, str(err)
+    return (True, p.stdout) if p.returncode == 0 else (False, p.stderr.strip())
 
 
 class NetnsNames:
