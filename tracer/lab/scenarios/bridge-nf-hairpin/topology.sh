@@ -10,6 +10,7 @@ source "$(dirname "$0")/../../lib.sh"
 # net.bridge.* exists only with bridge netfilter (built in here; a module elsewhere).
 [ -e /proc/sys/net/bridge ] || modprobe br_netfilter
 mkns node; mkns client; mkns backend
+mkpod client; mkpod backend
 bridge node cni0 198.18.1.1/24
 for pod in client backend; do
   veth "$pod" eth0 node "veth-$pod"

@@ -10,6 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 for r in lan client node1 node2 pod; do mkns "$r"; done
+mkpod pod
 in_ns lan ip link add lan0 type bridge
 in_ns lan ip link set lan0 up
 for r in client node1 node2; do
