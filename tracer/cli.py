@@ -158,9 +158,10 @@ def main(
     if namespace and not pod:
         raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     known = _checks()
-    pods = _pod_identity()
-    if pod:
+    pods = PodIdentity.connect()
+    if pod:  # before the notes: an unknown pod is one line, which says why
         netns_specs, networks = _pod_scope(pods, pod, namespace, netns_specs, networks)
+    _tell(pods.notes)
     filters = _filters(known, netns_specs, networks, iface, reasons)
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
@@ -176,11 +177,9 @@ def main(
     )
 
 
-def _pod_identity() -> PodIdentity:
-    pods = PodIdentity.connect()
-    for note in pods.notes:
+def _tell(notes: list[str]) -> None:
+    for note in notes:
         click.echo(f"droptrace: {note}", err=True)
-    return pods
 
 
 def _pod_scope(
@@ -297,7 +296,8 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
     runner.check_prefix(prefix)
     known = _prepare()
     _sigterm_as_interrupt()
-    pods = _pod_identity()
+    pods = PodIdentity.connect()
+    _tell(pods.notes)
     runner.watch(s, prefix, Enricher(known, pods), _sink(as_json), progress=_progress)
 
 
@@ -307,7 +307,7 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
 @one_line_errors
 def lab_up(name: str, prefix: str) -> None:
     """Build SCENARIO with its fault and leave it for you to explore."""
-    from tracer.lab import runner
+    from tracer.lab import labpods, runner
     from tracer.lab.scenarios import scenario_dir
 
     s = runner.scenario(name)
@@ -322,6 +322,13 @@ def lab_up(name: str, prefix: str) -> None:
         f"up: {' '.join(names)}; traffic: bash {scenario_dir(s.name)}/traffic.sh "
         f"(LAB_PREFIX={prefix}); `droptrace lab down` removes it"
     )
+    pods = labpods.refs(prefix)
+    if pods:
+        _progress(
+            f"pods: {' '.join(pods)}, named from node-local facts (kubelet dirs under "
+            f"{labpods.lab_root()}); e.g. `droptrace --pod {pods[0].split('/')[1]} "
+            f"-n {pods[0].split('/')[0]}`"
+        )
 
 
 @lab.command("down")

@@ -23,6 +23,7 @@ class PodIdentity:
         self.api = api
         self.node = node or NodePods()
         self.notes: list[str] = []
+        self.no_api = "Kubernetes API not asked"  # why, for an unknown --pod's one line
 
     @classmethod
     def connect(cls) -> PodIdentity:
@@ -37,7 +38,8 @@ class PodIdentity:
             why = f"lightkube missing ({err})"
         me = cls(api)
         if why:
-            me.notes.append(f"Kubernetes API not used: {why}; naming pods from node-local facts")
+            me.no_api = f"Kubernetes API not used: {why}"
+            me.notes.append(f"{me.no_api}; naming pods from node-local facts")
         return me
 
     def by_ip(self, ip: IPAddress) -> Pod | None:
@@ -80,7 +82,14 @@ class PodIdentity:
         if hits:
             return hits[0]
         where = f" in namespace {namespace!r}" if namespace else ""
+        elsewhere = sorted({p.ref for p in pods if p.name == name})
         scope = [p for p in pods if namespace in (None, p.namespace)]
         close = difflib.get_close_matches(name, sorted({p.name for p in scope}), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownPod(f"no pod {name!r}{where} known to the API or on this node{hint}")
+        if elsewhere:
+            hint = f"; it is in {', '.join(elsewhere)}"
+        elif close:
+            hint = f"; did you mean {', '.join(close)}?"
+        else:
+            hint = ""
+        source = "known to the API or on this node" if self.api else f"on this node ({self.no_api})"
+        raise UnknownPod(f"no pod {name!r}{where} {source}{hint}")

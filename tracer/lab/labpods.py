@@ -13,10 +13,15 @@ import signal
 import time
 from pathlib import Path
 
-from tracer.enrich.pods_node import kubelet_roots
+from tracer.enrich.pods_node import KUBELET_ROOT_ENV, LAB_KUBELET_ROOT, kubelet_roots
 
 MARKER = "droptrace-lab"
 _CGROUP_TOP = "droptrace-lab"  # mkpod's cgroups live below <cgroup2 root>/droptrace-lab/
+
+
+def lab_root() -> Path:
+    """Where lib.sh's mkpod writes (the same default droptrace reads)."""
+    return Path(os.environ.get(KUBELET_ROOT_ENV) or LAB_KUBELET_ROOT)
 
 
 def _markers() -> list[tuple[Path, dict[str, str]]]:
@@ -32,6 +37,12 @@ def _markers() -> list[tuple[Path, dict[str, str]]]:
 def pod_dirs(prefix: str) -> list[Path]:
     """The kubelet directories of the lab pods with this namespace prefix."""
     return [d for d, m in _markers() if m.get("netns", "").startswith(prefix)]
+
+
+def refs(prefix: str) -> list[str]:
+    """`namespace/name` of the lab pods with this namespace prefix."""
+    mine = (m for _, m in _markers() if m.get("netns", "").startswith(prefix))
+    return sorted(m["pod"] for m in mine if "pod" in m)
 
 
 def remove(prefix: str) -> None:

@@ -89,7 +89,8 @@ mkpod() {
   sa="$dir/volumes/kubernetes.io~projected/kube-api-access-lab"
   mkdir -p "$cg" "$sa"
   lab_k8s_ns >"$sa/namespace"
-  printf 'netns=%s\ncgroup=%s\n' "$(ns "$role")" "$cg" >"$dir/droptrace-lab"
+  printf 'netns=%s\ncgroup=%s\npod=%s/%s\n' "$(ns "$role")" "$cg" "$(lab_k8s_ns)" "$role" \
+    >"$dir/droptrace-lab"
   # ip netns exec and unshare exec, so $! is the sandbox itself; it is put in its cgroup
   # from out here, as `ip netns exec` hides the host's /sys/fs/cgroup from the command.
   # shellcheck disable=SC2016 # $1 belongs to the inner shell
