@@ -21,6 +21,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from tracer.enrich import netns
 from tracer.enrich.podtypes import Pod
@@ -80,7 +81,8 @@ def _hostname(pid: int) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Links:
     ips: tuple[IPAddress, ...]
-    veth_peers: tuple[tuple[int, int], ...]  # (pod-side ifindex, peer ifindex)
+    # (peer ifindex, nsid of the peer's namespace as the pod's namespace numbers it)
+    peers: tuple[tuple[int, int], ...]
 
 
 def _pod_links(path: Path) -> _Links:
@@ -92,38 +94,48 @@ def _pod_links(path: Path) -> _Links:
                 if a["scope"] == 0 and a.get_attr("IFA_ADDRESS")
             )
             peers = tuple(
-                (int(link["index"]), int(link.get_attr("IFLA_LINK")))
+                (int(link.get_attr("IFLA_LINK")), int(link.get_attr("IFLA_LINK_NETNSID")))
                 for link in ipr.get_links()
-                if link.get_attr("IFLA_LINK") and link.get_attr("IFLA_IFNAME") != "lo"
+                if link.get_attr("IFLA_LINK") and link.get_attr("IFLA_LINK_NETNSID") is not None
             )
         return _Links(tuple(a for a in ips if not a.is_loopback), peers)
 
     return netns.run_in(path, read)
 
 
-def _host_iface(pod_inode: int, peers: tuple[tuple[int, int], ...]) -> str | None:
-    """The node-side veth: in another namespace (the host first), the link whose index is
-    the pod's peer index and whose own peer is the pod's interface."""
+def _host_iface(pod_path: Path, pod_inode: int, peers: tuple[tuple[int, int], ...]) -> str | None:
+    """The node-side end of the pod's veth. Interface indexes repeat across namespaces, so
+    the peer's namespace is found by the nsid the pod's namespace gave it (RTM_GETNSID)."""
     if not peers:
         return None
-    names = netns.NetnsNames()
-    refs = sorted(names.all(), key=lambda r: r.name != "host")
-    for ref in refs:
-        if ref.inode == pod_inode:
-            continue
+    candidates = [r for r in netns.NetnsNames().all() if r.inode != pod_inode]
 
-        def find(ref: netns.NetnsRef = ref) -> str | None:
-            with IPRoute() as ipr:
-                for link in ipr.get_links():
-                    for pod_if, peer in peers:
-                        if link["index"] == peer and link.get_attr("IFLA_LINK") == pod_if:
-                            return str(link.get_attr("IFLA_IFNAME"))
-            return None
+    def peer_netns() -> tuple[netns.NetnsRef, int] | None:
+        with IPRoute() as ipr:
+            for ref in sorted(candidates, key=lambda r: r.name != "host"):
+                try:
+                    fd = os.open(ref.path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    nsid = (ipr.get_netnsid(fd=fd) or {}).get("nsid")
+                finally:
+                    os.close(fd)
+                for index, peer_nsid in peers:
+                    if nsid is not None and nsid == peer_nsid:
+                        return ref, index
+        return None
 
-        with contextlib.suppress(OSError):
-            found = netns.run_in(ref.path, find)
-            if found:
-                return found
+    def name_of(index: int) -> str | None:
+        with IPRoute() as ipr:
+            links = ipr.get_links(index)
+            return str(links[0].get_attr("IFLA_IFNAME")) if links else None
+
+    with contextlib.suppress(OSError, NetlinkError):
+        found = netns.run_in(pod_path, peer_netns)
+        if found is not None:
+            ref, index = found
+            return netns.run_in(ref.path, lambda: name_of(index))
     return None
 
 
@@ -174,7 +186,7 @@ class NodePods:
                 continue
             try:
                 links = _pod_links(path)
-            except OSError:
+            except (OSError, NetlinkError):
                 continue
             pods[uid] = Pod(
                 namespace=namespace or "?",
@@ -183,7 +195,7 @@ class NodePods:
                 ips=links.ips,
                 netns_inode=inode,
                 netns_path=path,
-                host_iface=_host_iface(inode, links.veth_peers),
+                host_iface=_host_iface(path, inode, links.peers),
             )
         self._pods, self._pids = pods, pids
         self._by_ip = {ip: uid for uid, p in pods.items() for ip in p.ips}
