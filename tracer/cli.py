@@ -159,9 +159,8 @@ def main(
         raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     known = _checks()
     pods = PodIdentity.connect()
-    if pod:  # before the notes: an unknown pod is one line, which says why
+    if pod:  # an unknown pod is one line, which says why the API was not asked
         netns_specs, networks = _pod_scope(pods, pod, namespace, netns_specs, networks)
-    _tell(pods.notes)
     filters = _filters(known, netns_specs, networks, iface, reasons)
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
@@ -174,6 +173,7 @@ def main(
         Limits(duration, count),
         ring_size,
         show_benign=show_all,
+        on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
     )
 
 
@@ -200,7 +200,7 @@ def _pod_scope(
         raise UnknownPod(f"pod {found.ref} has no IP and does not run on this node")
     where = f" via {found.host_iface}" if found.host_iface else ""
     ips = ", ".join(str(ip) for ip in found.ips) or "no IP"
-    click.echo(f"droptrace: pod {found.ref} ({ips}{where})", err=True)
+    pods.notes.insert(0, f"pod {found.ref} ({ips}{where})")  # told once tracing
     return netns_specs, networks
 
 
