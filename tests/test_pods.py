@@ -47,17 +47,18 @@ def lab_up() -> Iterator[LabUp]:
             run_cli("lab", "down", "--prefix", prefix)
 
 
-# (scenario, role of the dropped packet's source pod, of its destination pod, category)
+# (scenario, role of the dropped packet's source pod, of its destination pod, category,
+#  the service it was sent to, named by kube-proxy's rule comment)
 ENDS = [
-    ("rp-filter-masquerade", None, "pod", "rp_filter"),
-    ("bridge-nf-hairpin", "backend", "client", "bridge_netfilter"),
-    ("ip-forward-off", "pod-a", "pod-b", "forwarding_disabled"),
+    ("rp-filter-masquerade", None, "pod", "rp_filter", None),
+    ("bridge-nf-hairpin", "backend", "client", "bridge_netfilter", "backend"),
+    ("ip-forward-off", "pod-a", "pod-b", "forwarding_disabled", None),
 ]
 
 
-@pytest.mark.parametrize(("name", "src", "dst", "category"), ENDS, ids=[e[0] for e in ENDS])
+@pytest.mark.parametrize(("name", "src", "dst", "category", "svc"), ENDS, ids=[e[0] for e in ENDS])
 def test_lab_drop_names_the_pods_at_both_ends_without_an_api(
-    name: str, src: str | None, dst: str | None, category: str
+    name: str, src: str | None, dst: str | None, category: str, svc: str | None
 ) -> None:
     prefix = lab_prefix()
     try:
@@ -70,6 +71,7 @@ def test_lab_drop_names_the_pods_at_both_ends_without_an_api(
         for e in hits:
             assert e["src_pod"] == (f"{ns}/{src}" if src else None), e
             assert e["dst_pod"] == (f"{ns}/{dst}" if dst else None), e
+            assert e["svc"] == (f"{ns}/{svc}" if svc else None), e
         # The node-side end of the pod's veth comes with it.
         end = "dst" if dst else "src"
         role = dst or src

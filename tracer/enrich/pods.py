@@ -1,7 +1,8 @@
 """Whose packet: the pod (and service) an address belongs to, from every source there is.
 
 Sources, in order of preference, each optional: the Kubernetes API (kubeconfig or
-in-cluster), then node-local facts (pods_node). The CRI runtime socket is not asked: the
+in-cluster), then node-local facts (pods_node; services from kube-proxy's rules,
+services_node). The CRI runtime socket is not asked: the
 node-local facts already give each local pod's netns, and need no socket protocol.
 An absent source is told once, in `notes`, and never stops droptrace.
 """
@@ -14,6 +15,7 @@ from dataclasses import replace
 from tracer.enrich.pods_api import ApiPods, ApiUnavailable
 from tracer.enrich.pods_node import NodePods
 from tracer.enrich.podtypes import Pod, Service
+from tracer.enrich.services_node import NodeServices
 from tracer.errors import AmbiguousPod, UnknownPod
 from tracer.model import IPAddress
 
@@ -22,6 +24,7 @@ class PodIdentity:
     def __init__(self, api: ApiPods | None = None, node: NodePods | None = None) -> None:
         self.api = api
         self.node = node or NodePods()
+        self.node_services = NodeServices(self.node.is_pod_netns)
         self.notes: list[str] = []
         self.no_api = "Kubernetes API not asked"  # why, for an unknown --pod's one line
 
@@ -58,7 +61,8 @@ class PodIdentity:
         return self.node.by_ip(ip)
 
     def service(self, ip: IPAddress) -> Service | None:
-        return self.api.service(ip) if self.api is not None else None
+        svc = self.api.service(ip) if self.api is not None else None
+        return svc or self.node_services.service(ip)
 
     def _all(self) -> list[Pod]:
         pods = {p.uid: p for p in self.node.all()}

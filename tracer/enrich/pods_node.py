@@ -227,6 +227,11 @@ class NodePods:
             self._maybe_scan()
         return self._pods.get(uid)
 
+    def is_pod_netns(self, inode: int) -> bool:
+        """Whether a network namespace is one of the pods' seen by the last scan."""
+        self._maybe_scan()
+        return any(p.netns_inode == inode for p in self._pods.values())
+
     def all(self) -> list[Pod]:
         self.scan()
         return list(self._pods.values())
