@@ -79,8 +79,8 @@ class ApiPods:
         self._svc_ips: dict[IPAddress, str] = {}
         current = config.get()
         self.server = str(current.cluster.server) if current else "the API server"
-        # trust_env=False: the API server is reached as the kubeconfig says (kubectl's
-        # proxy-url), not through a proxy a shell's http(s)_proxy happens to name.
+        # trust_env=False: the API server is reached directly, as the kubeconfig names it,
+        # not through whatever proxy a root shell's http(s)_proxy happens to name.
         self._client = Client(config, timeout=httpx2.Timeout(_CONNECT_TIMEOUT_S), trust_env=False)
         try:
             pods = self._client.list(PodRes, namespace=ALL_NS)
