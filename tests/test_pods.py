@@ -126,6 +126,8 @@ def test_pod_filter_shows_that_pods_drops_only(lab_up: LabUp) -> None:
     for e in res.events:
         assert e["src_pod"] == f"{ns}/pod-a" or e["dst_pod"] == f"{ns}/pod-a", e
         assert e["src"] != "198.18.2.2", e  # none of pod-b's own traffic
+    # Filtered in the kernel: its exact totals count pod-a's 3 NO_SOCKET drops, not pod-b's.
+    assert "NO_SOCKET 3" in res.stderr, res.stderr
 
 
 def test_unknown_pod_is_one_line_with_the_closest_names(lab_up: LabUp) -> None:
