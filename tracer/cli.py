@@ -16,7 +16,8 @@ import click
 from tracer import libbpf, system
 from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
-from tracer.errors import BadCidr, DroptraceError, UnknownReason, UsageError
+from tracer.enrich.pods import PodIdentity
+from tracer.errors import BadCidr, DroptraceError, UnknownPod, UnknownReason, UsageError
 from tracer.hooks import DEFAULT_RING_BYTES, Filters, Network
 from tracer.session import Limits, Sink, run
 
@@ -88,6 +89,12 @@ def _sigterm_as_interrupt() -> None:
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
+    "--pod",
+    metavar="NAME",
+    help="Only drops of this pod's traffic (its addresses, filtered in the kernel).",
+)
+@click.option("-n", "--namespace", metavar="NAMESPACE", help="The --pod's Kubernetes namespace.")
+@click.option(
     "--netns",
     "netns_specs",
     multiple=True,
@@ -132,6 +139,8 @@ def _sigterm_as_interrupt() -> None:
 @one_line_errors
 def main(
     ctx: click.Context,
+    pod: str | None,
+    namespace: str | None,
     netns_specs: tuple[str, ...],
     cidrs: tuple[str, ...],
     iface: str | None,
@@ -146,7 +155,12 @@ def main(
     if ctx.invoked_subcommand is not None:
         return
     networks = _networks(cidrs)
+    if namespace and not pod:
+        raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     known = _checks()
+    pods = PodIdentity.connect()
+    if pod:  # an unknown pod is one line, which says why the API was not asked
+        netns_specs, networks = _pod_scope(pods, pod, namespace, netns_specs, networks)
     filters = _filters(known, netns_specs, networks, iface, reasons)
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
@@ -154,12 +168,40 @@ def main(
     _sigterm_as_interrupt()
     run(
         filters,
-        Enricher(known),
+        Enricher(known, pods),
         _sink(as_json),
         Limits(duration, count),
         ring_size,
         show_benign=show_all,
+        on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
     )
+
+
+def _tell(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"droptrace: {note}", err=True)
+
+
+def _pod_scope(
+    pods: PodIdentity,
+    name: str,
+    namespace: str | None,
+    netns_specs: tuple[str, ...],
+    networks: tuple[Network, ...],
+) -> tuple[tuple[str, ...], tuple[Network, ...]]:
+    """--pod as kernel filters: its addresses (so drops of its traffic on the node count
+    too); a pod without addresses is watched in its own network namespace instead."""
+    found = pods.resolve(name, namespace)
+    if found.ips:
+        networks = networks + tuple(ip_network(ip) for ip in found.ips)
+    elif found.netns_path is not None:
+        netns_specs = (*netns_specs, str(found.netns_path))
+    else:
+        raise UnknownPod(f"pod {found.ref} has no IP and does not run on this node")
+    where = f" via {found.host_iface}" if found.host_iface else ""
+    ips = ", ".join(str(ip) for ip in found.ips) or "no IP"
+    pods.notes.insert(0, f"pod {found.ref} ({ips}{where})")  # told once tracing
+    return netns_specs, networks
 
 
 def _filters(
@@ -254,7 +296,9 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
     runner.check_prefix(prefix)
     known = _prepare()
     _sigterm_as_interrupt()
-    runner.watch(s, prefix, Enricher(known), _sink(as_json), progress=_progress)
+    pods = PodIdentity.connect()
+    _tell(pods.notes)
+    runner.watch(s, prefix, Enricher(known, pods), _sink(as_json), progress=_progress)
 
 
 @lab.command("up")
@@ -263,7 +307,7 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
 @one_line_errors
 def lab_up(name: str, prefix: str) -> None:
     """Build SCENARIO with its fault and leave it for you to explore."""
-    from tracer.lab import runner
+    from tracer.lab import labpods, runner
     from tracer.lab.scenarios import scenario_dir
 
     s = runner.scenario(name)
@@ -278,6 +322,13 @@ def lab_up(name: str, prefix: str) -> None:
         f"up: {' '.join(names)}; traffic: bash {scenario_dir(s.name)}/traffic.sh "
         f"(LAB_PREFIX={prefix}); `droptrace lab down` removes it"
     )
+    pods = labpods.refs(prefix)
+    if pods:
+        _progress(
+            f"pods: {' '.join(pods)}, named from node-local facts (kubelet dirs under "
+            f"{labpods.lab_root()}); e.g. `droptrace --pod {pods[0].split('/')[1]} "
+            f"-n {pods[0].split('/')[0]}`"
+        )
 
 
 @lab.command("down")

@@ -55,3 +55,11 @@ class BadCidr(UsageError):
 
 class UnknownReason(UsageError):
     pass
+
+
+class UnknownPod(UsageError):
+    pass
+
+
+class AmbiguousPod(UsageError):
+    pass

@@ -69,8 +69,9 @@ class Facts:
     netns: str
     evidence: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     rule: Rule | None = None
-    src_pod: str | None = None
+    src_pod: str | None = None  # namespace/name
     dst_pod: str | None = None
+    svc: str | None = None  # namespace/name of the service the packet was addressed to
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from tracer.errors import UnknownNetns
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 HOST_NETNS = Path("/proc/self/ns/net")  # the namespace droptrace runs in
 _CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
 T = TypeVar("T")
 
 
@@ -62,8 +63,11 @@ def _is_nsfs(path: Path) -> bool:
         return False
 
 
-def run_in(path: Path, fn: Callable[[], T]) -> T:
-    """Run fn in a thread that has entered the namespace at `path`; return its result."""
+def run_in(path: Path, fn: Callable[[], T], nstype: int = _CLONE_NEWNET) -> T:
+    """Run fn in a thread that has entered the namespace at `path`; return its result.
+
+    `nstype` is the namespace kind (network by default; CLONE_NEWUTS for a hostname).
+    """
     result: list[T] = []
     error: list[BaseException] = []
 
@@ -72,7 +76,7 @@ def run_in(path: Path, fn: Callable[[], T]) -> T:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                if libc.setns(fd, nstype) != 0:
                     raise OSError(ctypes.get_errno(), f"setns into {path} failed")
             finally:
                 os.close(fd)

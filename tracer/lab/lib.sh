@@ -63,3 +63,45 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(int(sys.argv[3])):
     s.sendto(b"droptrace-lab", (sys.argv[1], int(sys.argv[2])))' "$2" "$3" "${4:-3}" || true
 }
+
+# Pods the node can name without an API server, laid out as kubelet lays them out: the
+# kubelet directory is never a real kubelet's (droptrace reads this default too).
+LAB_KUBELET_ROOT=${DROPTRACE_KUBELET_ROOT:-/run/droptrace-lab/kubelet}
+# The lab's Kubernetes namespace: the prefix without its dash (dtlab-, by default: dtlab).
+lab_k8s_ns() { printf '%s' "${LAB_PREFIX%-}"; }
+
+# mkpod ROLE: make ROLE's namespace a pod called ROLE: a sandbox process with ROLE as its
+# UTS hostname, in a systemd-driver kubelet cgroup (…/kubepods.slice/…pod<uid>.slice/
+# cri-containerd-<id>.scope, under the cgroup v2 root's droptrace-lab/ so a real kubelet's
+# tree is never touched), and <kubelet root>/pods/<uid>/ whose service-account volume
+# holds the namespace. A marker there tells `lab down` what to remove.
+mkpod() {
+  local role=$1 uid cgroot cg dir sa
+  uid=$(cat /proc/sys/kernel/random/uuid)
+  cgroot=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  if [ -z "$cgroot" ]; then
+    echo "mkpod: no cgroup v2 hierarchy is mounted" >&2
+    return 1
+  fi
+  cg="$cgroot/droptrace-lab/kubepods.slice/kubepods-besteffort.slice"
+  cg="$cg/kubepods-besteffort-pod${uid//-/_}.slice/cri-containerd-${uid//-/}.scope"
+  dir="$LAB_KUBELET_ROOT/pods/$uid"
+  sa="$dir/volumes/kubernetes.io~projected/kube-api-access-lab"
+  mkdir -p "$cg" "$sa"
+  lab_k8s_ns >"$sa/namespace"
+  printf 'netns=%s\ncgroup=%s\npod=%s/%s\n' "$(ns "$role")" "$cg" "$(lab_k8s_ns)" "$role" \
+    >"$dir/droptrace-lab"
+  # ip netns exec and unshare exec, so $! is the sandbox itself; it is put in its cgroup
+  # from out here, as `ip netns exec` hides the host's /sys/fs/cgroup from the command.
+  # shellcheck disable=SC2016 # $1 belongs to the inner shell
+  ip netns exec "$(ns "$role")" unshare --uts sh -c 'hostname "$1" && exec sleep 86400' mkpod "$role" \
+    </dev/null >/dev/null 2>&1 &
+  local pid=$!
+  echo "$pid" >"$cg/cgroup.procs"
+  for _ in $(seq 50); do  # ready once the sandbox has named itself and become `sleep`
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] && return 0
+    sleep 0.1
+  done
+  echo "mkpod: no sandbox process in $cg" >&2
+  return 1
+}

@@ -20,6 +20,7 @@ from tracer import session
 from tracer.enrich import Enricher, netns
 from tracer.errors import DroptraceError, UsageError
 from tracer.hooks import Filters
+from tracer.lab import labpods
 from tracer.lab.scenarios import SCENARIOS, Scenario, by_name, scenario_dir
 from tracer.session import Limits, Sink, Summary
 
@@ -70,7 +71,8 @@ def lab_namespaces(prefix: str = LAB_PREFIX) -> list[str]:
 
 
 def down(prefix: str = LAB_PREFIX) -> list[str]:
-    """Remove every lab namespace with this prefix, killing what still runs inside first."""
+    """Remove every lab namespace with this prefix, killing what still runs inside first,
+    and the pods' cgroups and kubelet directories (lib.sh mkpod)."""
     removed = []
     for name in lab_namespaces(prefix):
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
@@ -79,6 +81,7 @@ def down(prefix: str = LAB_PREFIX) -> list[str]:
                 os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         removed.append(name)
+    labpods.remove(prefix)
     return removed
 
 

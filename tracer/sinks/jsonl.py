@@ -29,6 +29,7 @@ def to_json(item: AttributedDrop) -> dict[str, Any]:
         "dport": d.dport,
         "src_pod": f.src_pod,
         "dst_pod": f.dst_pod,
+        "svc": f.svc,
         "rule": asdict(f.rule) if f.rule else None,
         "evidence": dict(f.evidence),
         "explanation": diag.explanation,

@@ -16,10 +16,11 @@ from tracer.session import Summary
 _ROWS = 20
 
 
-def _endpoint(addr: object, port: int | None) -> str:
+def _endpoint(addr: object, port: int | None, pod: str | None = None) -> str:
     if addr is None:
         return "-"
-    return f"{addr}:{port}" if port is not None else str(addr)
+    text = f"{addr}:{port}" if port is not None else str(addr)
+    return f"{text} ({pod})" if pod else text
 
 
 class LiveView:
@@ -76,6 +77,9 @@ class LiveView:
 def _row(item: AttributedDrop) -> tuple[str, str, str, str, str]:
     d, f = item.drop, item.facts
     proto = proto_name(d.l4proto) or "-"
-    flow = f"{proto} {_endpoint(d.src, d.sport)} > {_endpoint(d.dst, d.dport)}"
+    src, dst = _endpoint(d.src, d.sport, f.src_pod), _endpoint(d.dst, d.dport, f.dst_pod)
+    flow = f"{proto} {src} > {dst}"
+    if f.svc:
+        flow += f" svc {f.svc}"
     where = f"{f.iface or '?'}@{f.netns} {f.location}"
     return (f.time.strftime("%H:%M:%S.%f")[:-3], f.reason, where, flow, item.diagnosis.explanation)

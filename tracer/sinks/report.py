@@ -41,7 +41,7 @@ class Redactor:
         if isinstance(value, list):
             return [self.doc(v, key) for v in value]
         if isinstance(value, str):
-            if key in ("src_pod", "dst_pod", "hostname"):
+            if key in ("src_pod", "dst_pod", "svc", "hostname"):
                 return self.name(value)
             return self.text(value)
         return value
@@ -51,7 +51,7 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
     r = Redactor()
     # Pod and host names first, so they are also replaced where they appear in free text.
     for drop in doc.get("drops", []):
-        for k in ("src_pod", "dst_pod"):
+        for k in ("src_pod", "dst_pod", "svc"):
             if drop.get(k):
                 r.name(drop[k])
     if doc.get("host", {}).get("hostname"):

@@ -10,6 +10,7 @@ source "$(dirname "$0")/../../lib.sh"
 # net.bridge.* exists only with bridge netfilter (built in here; a module elsewhere).
 [ -e /proc/sys/net/bridge ] || modprobe br_netfilter
 mkns node; mkns client; mkns backend
+mkpod client; mkpod backend
 bridge node cni0 198.18.1.1/24
 for pod in client backend; do
   veth "$pod" eth0 node "veth-$pod"
@@ -24,9 +25,9 @@ in_ns node iptables -t nat -N KUBE-SERVICES
 in_ns node iptables -t nat -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 in_ns node iptables -t nat -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 in_ns node iptables -t nat -A KUBE-SERVICES -d 198.19.0.10/32 -p tcp --dport 80 \
-  -m comment --comment "default/backend:http cluster IP" -j DNAT --to-destination 198.18.1.3:8080
+  -m comment --comment "$(lab_k8s_ns)/backend:http cluster IP" -j DNAT --to-destination 198.18.1.3:8080
 in_ns node iptables -t nat -A KUBE-SERVICES -d 198.19.0.10/32 -p udp --dport 53 \
-  -m comment --comment "default/backend:dns cluster IP" -j DNAT --to-destination 198.18.1.3:53
+  -m comment --comment "$(lab_k8s_ns)/backend:dns cluster IP" -j DNAT --to-destination 198.18.1.3:53
 in_ns node iptables -t nat -A POSTROUTING -s 198.18.1.0/24 ! -d 198.18.1.0/24 \
   -m comment --comment "name: bridge" -j MASQUERADE
 serve backend 8080

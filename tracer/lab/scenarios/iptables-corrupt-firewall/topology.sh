@@ -13,6 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 mkns pod; mkns node
+mkpod pod
 veth pod eth0 node veth-pod
 in_ns pod ip addr add 198.18.1.2/24 dev eth0
 in_ns pod ip route add default via 198.18.1.1

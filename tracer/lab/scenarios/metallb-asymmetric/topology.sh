@@ -10,6 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 for r in lan client node1 node2 pod; do mkns "$r"; done
+mkpod pod
 in_ns lan ip link add lan0 type bridge
 in_ns lan ip link set lan0 up
 for r in client node1 node2; do
@@ -39,5 +40,5 @@ in_ns node2 sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=2 net.i
 in_ns node1 iptables -t nat -N KUBE-SERVICES
 in_ns node1 iptables -t nat -A PREROUTING -j KUBE-SERVICES
 in_ns node1 iptables -t nat -A KUBE-SERVICES -d 192.0.2.200/32 -p tcp --dport 80 \
-  -m comment --comment "default/web loadbalancer IP" -j DNAT --to-destination 198.18.2.2:8080
+  -m comment --comment "$(lab_k8s_ns)/web loadbalancer IP" -j DNAT --to-destination 198.18.2.2:8080
 serve pod 8080

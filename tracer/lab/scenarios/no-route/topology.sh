@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 for r in pod-a node1 node2 pod-b; do mkns "$r"; done
+mkpod pod-a; mkpod pod-b
 veth pod-a eth0 node1 veth-pod-a
 veth pod-b eth0 node2 veth-pod-b
 veth node1 eth1 node2 eth1

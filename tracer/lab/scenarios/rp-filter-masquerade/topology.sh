@@ -12,6 +12,7 @@ set -euo pipefail
 source "$(dirname "$0")/../../lib.sh"
 
 mkns pod; mkns node; mkns inet
+mkpod pod
 bridge node cni0 198.18.1.1/24
 veth pod eth0 node veth-pod
 in_ns node ip link set veth-pod master cni0
