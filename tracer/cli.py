@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import signal
 import sys
@@ -128,6 +129,12 @@ def _sigterm_as_interrupt() -> None:
     hidden=True,
     help="Ring buffer bytes (power of two).",
 )
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, writable=True),
+    hidden=True,
+    help="Also write the final summary here as JSON (per-namespace totals; for make bench).",
+)
 @click.pass_context
 @one_line_errors
 def main(
@@ -141,6 +148,7 @@ def main(
     count: int | None,
     show_all: bool,
     ring_size: int,
+    summary_json: str | None,
 ) -> None:
     """Show, live, which packets the kernel drops: where, why, and what to change."""
     if ctx.invoked_subcommand is not None:
@@ -152,7 +160,7 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     _mount_filesystems()
     _sigterm_as_interrupt()
-    run(
+    summary = run(
         filters,
         Enricher(known),
         _sink(as_json),
@@ -160,6 +168,9 @@ def main(
         ring_size,
         show_benign=show_all,
     )
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary.to_json(), f)
 
 
 def _filters(

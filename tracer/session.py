@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tracer.classify import classify
@@ -31,6 +31,20 @@ class Summary:
     lost: int
     uncounted: int
     interrupted: bool
+    by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
+
+    def to_json(self) -> dict[str, object]:
+        """The summary as a JSON-ready object (--summary-json): what a script compares."""
+        return {
+            "seconds": round(self.seconds, 3),
+            "shown": self.shown,
+            "matched": self.matched,
+            "lost": self.lost,
+            "uncounted": self.uncounted,
+            "totals": self.totals,
+            "by_netns": {str(k): v for k, v in self.by_netns.items()},
+            "interrupted": self.interrupted,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +108,11 @@ def run(
         except KeyboardInterrupt:
             interrupted = True
         totals: Counter[str] = Counter()
+        by_netns: dict[int, Counter[str]] = {}
         for key, n in tracer.counters().items():
-            totals[enricher.reasons.name(key.reason)] += n
+            reason = enricher.reasons.name(key.reason)
+            totals[reason] += n
+            by_netns.setdefault(key.netns, Counter())[reason] += n
         stats = tracer.stats()
     summary = Summary(
         seconds=time.monotonic() - started,
@@ -105,6 +122,7 @@ def run(
         lost=stats.lost,
         uncounted=stats.uncounted,
         interrupted=interrupted,
+        by_netns={ns: dict(c) for ns, c in by_netns.items()},
     )
     sink.finish(summary)
     return summary
