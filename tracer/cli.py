@@ -18,8 +18,8 @@ from tracer import libbpf, system
 from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
 from tracer.errors import BadCidr, DroptraceError, UnknownReason, UsageError
-from tracer.hooks import DEFAULT_RING_BYTES, Filters, Network
-from tracer.session import Limits, Sink, run
+from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, Filters, Network
+from tracer.session import DEFAULT_STREAM_RATE, Limits, Sink, run
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,6 +130,23 @@ def _sigterm_as_interrupt() -> None:
     help="Ring buffer bytes (power of two).",
 )
 @click.option(
+    "--flow-limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_FLOW_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="Show at most N drops per second of each flow (same place, reason and addresses); "
+    "the rest are counted and the next shown drop says how many. 0: show all.",
+)
+@click.option(
+    "--stream-rate",
+    type=click.IntRange(min=20),
+    default=DEFAULT_STREAM_RATE,
+    show_default=True,
+    hidden=True,
+    help="Read at most this many events a second; the kernel counts the overflow as lost.",
+)
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False, writable=True),
     hidden=True,
@@ -148,6 +165,8 @@ def main(
     count: int | None,
     show_all: bool,
     ring_size: int,
+    flow_limit: int,
+    stream_rate: int,
     summary_json: str | None,
 ) -> None:
     """Show, live, which packets the kernel drops: where, why, and what to change."""
@@ -167,6 +186,8 @@ def main(
         Limits(duration, count),
         ring_size,
         show_benign=show_all,
+        flow_limit=flow_limit,
+        stream_rate=stream_rate,
     )
     if summary_json:
         with open(summary_json, "w") as f:

@@ -12,13 +12,20 @@ from typing import Protocol
 from tracer.classify import classify
 from tracer.enrich import Enricher
 from tracer.events import decode
-from tracer.hooks import DEFAULT_RING_BYTES, DropTracer, Filters, HookReport
+from tracer.hooks import (
+    DEFAULT_FLOW_LIMIT,
+    DEFAULT_RING_BYTES,
+    DropTracer,
+    Filters,
+    HookReport,
+)
 from tracer.model import AttributedDrop
 
 
 class Sink(Protocol):
     def start(self, hooks: HookReport) -> None: ...
     def drop(self, item: AttributedDrop) -> None: ...
+    def flush(self) -> None: ...  # after each batch read from the ring buffer
     def finish(self, summary: Summary) -> None: ...
 
 
@@ -31,6 +38,7 @@ class Summary:
     lost: int
     uncounted: int
     interrupted: bool
+    suppressed: int = 0  # held back by the per-flow rate limit (in the totals, not shown)
     by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
 
     def to_json(self) -> dict[str, object]:
@@ -41,6 +49,7 @@ class Summary:
             "matched": self.matched,
             "lost": self.lost,
             "uncounted": self.uncounted,
+            "suppressed": self.suppressed,
             "totals": self.totals,
             "by_netns": {str(k): v for k, v in self.by_netns.items()},
             "interrupted": self.interrupted,
@@ -52,6 +61,13 @@ class Limits:
     duration: float | None = None
     count: int | None = None
     stop: threading.Event | None = None  # set by another thread to end the session
+
+
+POLL_MS = 50
+# Events read per second at most. A storm can bring hundreds of thousands a second; each
+# costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
+# not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
+DEFAULT_STREAM_RATE = 5000
 
 
 class _Stop(Exception):
@@ -66,6 +82,8 @@ def run(
     ring_bytes: int = DEFAULT_RING_BYTES,
     on_ready: Callable[[], None] | None = None,
     show_benign: bool = False,
+    flow_limit: int = DEFAULT_FLOW_LIMIT,
+    stream_rate: int = DEFAULT_STREAM_RATE,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
     started = time.monotonic()
@@ -73,7 +91,7 @@ def run(
     shown = 0
     interrupted = False
     filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
-    with DropTracer(filters, ring_bytes) as tracer:
+    with DropTracer(filters, ring_bytes, flow_limit=flow_limit) as tracer:
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()
@@ -90,19 +108,27 @@ def run(
             sink.drop(AttributedDrop(drop, facts, diagnosis))
             shown += 1
 
+        spent, period_end = False, 0.0
+        budget = max(1, stream_rate * POLL_MS // 1000)
         try:
             while True:
                 if limits.count is not None and shown >= limits.count:
                     break
                 if limits.stop is not None and limits.stop.is_set():
                     break
-                timeout = 100
+                # Events arrive without a wake-up (BPF_RB_NO_WAKEUP): a short sleep bounds the
+                # delay. A batch that spent its budget waits out the rest of its period.
+                if spent:
+                    time.sleep(max(0.0, period_end - time.monotonic()))
+                timeout = POLL_MS
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     timeout = max(1, min(timeout, int(left * 1000)))
-                tracer.poll(timeout, on_sample)
+                period_end = time.monotonic() + POLL_MS / 1000
+                spent = tracer.poll(timeout, on_sample, budget) >= budget
+                sink.flush()
         except _Stop:
             pass
         except KeyboardInterrupt:
@@ -121,6 +147,7 @@ def run(
         matched=stats.matched,
         lost=stats.lost,
         uncounted=stats.uncounted,
+        suppressed=stats.suppressed,
         interrupted=interrupted,
         by_netns={ns: dict(c) for ns, c in by_netns.items()},
     )
