@@ -117,6 +117,29 @@ struct {
 	__type(value, struct flow_state);
 } flows SEC(".maps");
 
+/* The flow this CPU saw last, with its state: a storm of one flow never touches `flows`. */
+struct flow_cache {
+	struct flow_key key;
+	struct flow_state st;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_cache);
+} last_flow SEC(".maps");
+
+static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 diff = 0;
+
+	for (int i = 0; i < sizeof(*a) / 8; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
 static __always_inline void stat_add(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
@@ -303,16 +326,30 @@ static __always_inline int flow_allows(struct drop_event *e, __u32 limit)
 		.dport = e->dport,
 		.l4proto = e->l4proto,
 	};
-	struct flow_state *st, fresh = { .window_ns = e->ts_ns, .emitted = 1 };
+	__u32 zero = 0;
+	struct flow_cache *c = bpf_map_lookup_elem(&last_flow, &zero);
+	struct flow_state *st, *known;
 
 	__builtin_memcpy(k.saddr, e->saddr, DT_ADDR_LEN);
 	__builtin_memcpy(k.daddr, e->daddr, DT_ADDR_LEN);
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (!st) {
-		bpf_map_update_elem(&flows, &k, &fresh, BPF_ANY);
+	if (!c)
 		return 1;
+	st = &c->st;
+	if (!same_flow(&c->key, &k)) {
+		/* Another flow: park the cached one in the LRU map, fetch this one's state. */
+		if (c->key.location || c->key.reason)
+			bpf_map_update_elem(&flows, &c->key, st, BPF_ANY);
+		known = bpf_map_lookup_elem(&flows, &k);
+		__builtin_memcpy(&c->key, &k, sizeof(k));
+		if (known) {
+			__builtin_memcpy(st, known, sizeof(*st));
+		} else {
+			st->window_ns = e->ts_ns;
+			st->emitted = 0;
+			st->suppressed = 0;
+		}
 	}
-	/* Per-CPU value: no other writer. */
+	/* Per-CPU state: no other writer. */
 	if (e->ts_ns - st->window_ns >= 1000000000ULL) {
 		st->window_ns = e->ts_ns;
 		st->emitted = 0;
