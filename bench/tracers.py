@@ -103,8 +103,17 @@ class _Process(Tracer):
         self._dir.rmdir() if self._dir.exists() else None
 
 
+# The bench's own recorder pins: never the recorder someone left running on the machine.
+PIN_DIR = f"/sys/fs/bpf/droptrace-bench-{os.getpid()}"
+
+
 def droptrace_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tracer", *args]
+
+
+def _droptrace(*args: str, check: bool) -> None:
+    env = dict(os.environ, DROPTRACE_PIN_DIR=PIN_DIR)
+    subprocess.run(droptrace_cmd(*args), capture_output=True, check=check, env=env)
 
 
 class Live(_Process):
@@ -141,11 +150,10 @@ class Record(Tracer):
     name = "record"
 
     def start(self, topo: Topology) -> None:
-        subprocess.run(droptrace_cmd("stop"), capture_output=True, check=False)
-        subprocess.run(droptrace_cmd("record"), capture_output=True, check=True)
+        _droptrace("record", check=True)
 
     def stop(self) -> Outcome:
-        subprocess.run(droptrace_cmd("stop"), capture_output=True, check=True)
+        _droptrace("stop", check=True)
         return Outcome()
 
 
@@ -176,5 +184,5 @@ PEERS = (BpftraceCount, BpftracePrint)
 
 
 def cleanup_leftovers() -> None:
-    """A recorder left pinned by an interrupted run."""
-    subprocess.run(droptrace_cmd("stop"), capture_output=True, check=False)
+    """The bench's recorder, if a run was interrupted while it was pinned."""
+    _droptrace("stop", check=False)
