@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("make bench: run as root (BPF and network namespaces)", file=sys.stderr)
         return 1
+    # wait4() needs our children unreaped: a parent that ignored SIGCHLD (nohup-like
+    # launchers do) would have them reaped by the kernel, and their rusage with them.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     kinds: list[type[Tracer]] = [Tracer, *DROPTRACE]
     if not args.no_peers:
         kinds += PEERS

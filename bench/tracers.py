@@ -75,6 +75,12 @@ class _Process(Tracer):
     def stop(self) -> Outcome:
         """SIGINT (so it ends cleanly and summarises), then wait4 for its rusage."""
         assert self._proc is not None
+        if self._proc.poll() is not None:
+            log_text = self._log.read_text(errors="replace")[-2000:]
+            self.cleanup()
+            raise RuntimeError(
+                f"{self.name} ended during the storm (exit {self._proc.returncode}): {log_text}"
+            )
         self._proc.send_signal(signal.SIGINT)
         timer = threading.Timer(30, self.kill)
         timer.start()
