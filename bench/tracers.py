@@ -43,6 +43,11 @@ class Tracer:
         return Outcome()
 
 
+def _sigint_default() -> None:
+    """A shell's background job inherits SIGINT ignored, and would then ignore our stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Process(Tracer):
     """A tracer process, ready once `ready` appears in the file its output goes to."""
 
@@ -62,7 +67,11 @@ class _Process(Tracer):
     def start(self, topo: Topology) -> None:
         with self._log.open("wb") as log:
             self._proc = subprocess.Popen(
-                self.command(topo), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+                self.command(topo),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_sigint_default,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.is_ready():
