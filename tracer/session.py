@@ -67,7 +67,7 @@ POLL_MS = 50
 # Events read per second at most. A storm can bring hundreds of thousands a second; each
 # costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
 # not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
-DEFAULT_STREAM_RATE = 5000
+DEFAULT_STREAM_RATE = 2000
 
 
 class _Stop(Exception):
