@@ -75,11 +75,16 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def summarise(shape_samples: dict[str, Samples], baseline: float) -> dict[str, Any]:
+def summarise(shape_samples: dict[str, Samples]) -> dict[str, Any]:
+    """Per configuration: pps median/min/max, and the ratio to the baseline: the median over
+    rounds of pps / the same round's baseline pps, so drift of the machine between rounds
+    (other load) cancels instead of landing on whichever configuration ran then."""
     out: dict[str, Any] = {}
+    base = shape_samples["baseline"].pps
     for name, s in shape_samples.items():
         st = _stats(s.pps)
-        entry: dict[str, Any] = {**st, "ratio": st["median"] / baseline if baseline else 0.0}
+        ratios = [p / b for p, b in zip(s.pps, base, strict=True) if b]
+        entry: dict[str, Any] = {**st, "ratio": statistics.median(ratios) if ratios else 0.0}
         cpu = [o.cpu_seconds for o in s.outcomes if o.cpu_seconds]
         if cpu:
             entry["cpu_seconds_median"] = statistics.median(cpu)
@@ -176,7 +181,7 @@ def assemble(
     shapes: dict[str, Any] = {}
     for shape, by_config in samples.items():
         baseline = statistics.median(by_config["baseline"].pps)
-        configs = summarise(by_config, baseline)
+        configs = summarise(by_config)
         shapes[shape] = {
             "baseline_pps": baseline,
             "configs": configs,
