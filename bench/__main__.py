@@ -84,7 +84,11 @@ def summarise(shape_samples: dict[str, Samples]) -> dict[str, Any]:
     for name, s in shape_samples.items():
         st = _stats(s.pps)
         ratios = [p / b for p, b in zip(s.pps, base, strict=True) if b]
-        entry: dict[str, Any] = {**st, "ratio": statistics.median(ratios) if ratios else 0.0}
+        entry: dict[str, Any] = {
+            **st,
+            "ratio": statistics.median(ratios) if ratios else 0.0,
+            "pps_by_round": [round(p) for p in s.pps],
+        }
         cpu = [o.cpu_seconds for o in s.outcomes if o.cpu_seconds]
         if cpu:
             entry["cpu_seconds_median"] = statistics.median(cpu)
