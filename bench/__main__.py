@@ -51,10 +51,10 @@ def one_run(
     topo: topology.Topology, tracer: Tracer, shape: str, packets: int, seconds: float, s: Samples
 ) -> None:
     counted_before = topo.dropped()
-    tracer.start(topo)
     try:
+        tracer.start(topo)
         pps = storm(topo, shape, packets, seconds)
-    except BaseException:
+    except BaseException:  # Ctrl-C too: no tracer process outlives the bench
         if hasattr(tracer, "kill"):
             tracer.kill()
         raise
