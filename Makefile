@@ -10,7 +10,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
 
-.PHONY: all install demo test lint bpf clean
+.PHONY: all install demo test lint bpf bench clean
 
 all: install
 
@@ -23,9 +23,13 @@ demo: install
 test: install
 	@bash scripts/test.sh
 
+# Drop storm: throughput with and without tracers; writes bench-results.json (root, < 12 min).
+bench: install
+	@bash scripts/bench.sh
+
 lint: install
-	$(VENV)/bin/ruff check tracer tests
-	$(VENV)/bin/ruff format --check tracer tests
+	$(VENV)/bin/ruff check tracer tests bench
+	$(VENV)/bin/ruff format --check tracer tests bench
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 

@@ -18,7 +18,8 @@
 #define DT_STAT_MATCHED 0   /* drops that passed the filters (== sum of counters) */
 #define DT_STAT_LOST 1      /* events the ring buffer had no room for */
 #define DT_STAT_UNCOUNTED 2 /* drops the counters map had no slot for */
-#define DT_STAT_NR 3
+#define DT_STAT_SUPPRESSED 3 /* events held back by the per-flow rate limit (still counted) */
+#define DT_STAT_NR 4
 
 /* Kernel code ranges whose kfree_skb is not a packet drop (e.g. the skb an `ip route get`
  * builds): user space fills them from kallsyms. */
@@ -44,6 +45,8 @@ struct drop_event {
 	__u8 pad[3];
 	__u8 saddr[DT_ADDR_LEN];
 	__u8 daddr[DT_ADDR_LEN];
+	__u32 suppressed; /* identical drops of this flow held back on this CPU since its last event */
+	__u32 pad2;
 };
 
 /* Key of the exact per-CPU drop counters. */
@@ -67,7 +70,7 @@ struct dt_config {
 	__u32 stream_off;     /* 1: no ring-buffer events (a recorder with nobody reading) */
 	__u64 started_ns;     /* wall-clock start (CLOCK_REALTIME ns), for `droptrace status` */
 	__u32 hook;           /* index of the kfree_skb variant attached, for reports */
-	__u32 pad;
+	__u32 flow_limit;     /* stream at most this many events per flow per second per CPU; 0: all */
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

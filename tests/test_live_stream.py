@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,7 +125,8 @@ def test_duration_and_ctrl_c_end_cleanly_with_a_summary(netns: MakeNetns) -> Non
 
 def test_tiny_ring_buffer_loses_events_but_totals_stay_exact(netns: MakeNetns) -> None:
     ns = netns("ring")
-    with Droptrace("--json", "--netns", ns, "--ring-size", "4096", "--duration", "5") as dt:
+    args = ("--json", "--netns", ns, "--ring-size", "4096", "--flow-limit", "0")
+    with Droptrace(*args, "--duration", "5") as dt:
         send_udp(ns, "127.0.0.1", 9, n=3000)
         res = dt.wait()
     assert res.rc == 0, res.stderr
@@ -153,3 +157,64 @@ def test_fallback_hooks_see_the_same_drop(netns: MakeNetns, hook: str) -> None:
     assert [(e["reason"], e["iface"], e["dport"]) for e in res.events] == [
         ("NO_SOCKET", "lo", 9)
     ] * 2
+
+
+def _nft_drop_rule(router: str, port: int) -> None:
+    sh("nft", "add table ip dtcount", ns=router)
+    sh("nft", "add chain ip dtcount storm { type filter hook forward priority 0 ; }", ns=router)
+    sh("nft", f"add rule ip dtcount storm udp dport {port} counter drop", ns=router)
+
+
+def _nft_dropped(router: str) -> int:
+    out = sh("nft", "-j", "list", "table", "ip", "dtcount", ns=router).stdout
+    for item in json.loads(out)["nftables"]:
+        for expr in item.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                return int(expr["counter"]["packets"])
+    raise AssertionError(out)
+
+
+def test_forwarded_burst_totals_equal_the_kernels_rule_counter(
+    netns: MakeNetns, tmp_path: Path
+) -> None:
+    client, router, _ = routed_udp_topology(netns)
+    _nft_drop_rule(router, 6000)
+    summary = tmp_path / "summary.json"
+    args = ("--json", "--netns", router, "--summary-json", str(summary), "--duration", "5")
+    with Droptrace(*args) as dt:
+        send_udp(client, "198.51.100.2", 6000, n=2500)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    kernel = _nft_dropped(router)
+    assert kernel == 2500
+    counted = json.loads(summary.read_text())
+    assert counted["totals"] == {"NETFILTER_DROP": kernel}, counted
+    # Every counted drop was shown, held back by the rate limit, or lost, and said so.
+    assert counted["shown"] + counted["suppressed"] + counted["lost"] == kernel, counted
+    assert f"NETFILTER_DROP {kernel}" in res.stderr
+
+
+def test_rate_limit_thins_a_storm_of_one_flow_but_counters_stay_exact(netns: MakeNetns) -> None:
+    ns = netns("flow")
+    with Droptrace("--json", "--netns", ns, "--flow-limit", "5", "--duration", "4") as dt:
+        send_udp(ns, "127.0.0.1", 9, n=2000)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    summary = res.stderr.strip().splitlines()[-1]
+    assert "NO_SOCKET 2000" in summary, summary
+    suppressed = int(summary.split(" suppressed")[0].rsplit(" ", 1)[1])
+    assert 1 <= len(res.events) <= 5 * 2 * (os.cpu_count() or 1), len(res.events)
+    assert len(res.events) + suppressed == 2000, summary
+    # The events say how many identical drops they stand for; what is not yet said is
+    # still in the summary.
+    assert sum(e["suppressed"] for e in res.events) <= suppressed
+
+
+def test_filter_that_matches_nothing_streams_nothing(netns: MakeNetns) -> None:
+    busy, idle = netns("busy"), netns("idle")
+    with Droptrace("--json", "--netns", idle, "--duration", "3") as dt:
+        send_udp(busy, "127.0.0.1", 9, n=500)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    assert res.events == []
+    assert "droptrace: 0 drops" in res.stderr and "0 lost events" in res.stderr

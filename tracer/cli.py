@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import signal
 import sys
@@ -18,8 +19,8 @@ from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
 from tracer.enrich.pods import PodIdentity
 from tracer.errors import BadCidr, DroptraceError, UnknownPod, UnknownReason, UsageError
-from tracer.hooks import DEFAULT_RING_BYTES, Filters, Network
-from tracer.session import Limits, Sink, run
+from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, Filters, Network
+from tracer.session import DEFAULT_STREAM_RATE, Limits, Sink, run
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -135,6 +136,29 @@ def _sigterm_as_interrupt() -> None:
     hidden=True,
     help="Ring buffer bytes (power of two).",
 )
+@click.option(
+    "--flow-limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_FLOW_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="Show at most N drops per second of each flow (same place, reason and addresses); "
+    "the rest are counted and the next shown drop says how many. 0: show all.",
+)
+@click.option(
+    "--stream-rate",
+    type=click.IntRange(min=20),
+    default=DEFAULT_STREAM_RATE,
+    show_default=True,
+    hidden=True,
+    help="Read at most this many events a second; the kernel counts the overflow as lost.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, writable=True),
+    hidden=True,
+    help="Also write the final summary here as JSON (per-namespace totals; for make bench).",
+)
 @click.pass_context
 @one_line_errors
 def main(
@@ -150,6 +174,9 @@ def main(
     count: int | None,
     show_all: bool,
     ring_size: int,
+    flow_limit: int,
+    stream_rate: int,
+    summary_json: str | None,
 ) -> None:
     """Show, live, which packets the kernel drops: where, why, and what to change."""
     if ctx.invoked_subcommand is not None:
@@ -166,7 +193,7 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     _mount_filesystems()
     _sigterm_as_interrupt()
-    run(
+    summary = run(
         filters,
         Enricher(known, pods),
         _sink(as_json),
@@ -174,7 +201,12 @@ def main(
         ring_size,
         show_benign=show_all,
         on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
+        flow_limit=flow_limit,
+        stream_rate=stream_rate,
     )
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary.to_json(), f)
 
 
 def _tell(notes: list[str]) -> None:

@@ -61,6 +61,7 @@ def decode(raw: bytes) -> Drop:
         icmp_type=e.sport if icmp else None,
         icmp_code=e.dport if icmp else None,
         hook=e.hook,
+        suppressed=e.suppressed,
     )
 
 

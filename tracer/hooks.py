@@ -30,6 +30,8 @@ KFREE_SKB_VARIANTS = (
     ("tracepoint/skb/kfree_skb", "kfree_skb_tp"),
 )
 DEFAULT_RING_BYTES = 4 << 20
+# Events per second streamed for each flow of identical drops (per CPU); the rest are counted.
+DEFAULT_FLOW_LIMIT = 20
 # DROPTRACE_KFREE_SKB=raw_tp/kfree_skb (say) starts the search at that variant: to check the
 # fallbacks on a kernel that accepts the better ones, or to sidestep a misbehaving one.
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
@@ -59,6 +61,7 @@ class Stats:
     matched: int
     lost: int
     uncounted: int
+    suppressed: int = 0
 
 
 @dataclass(slots=True)
@@ -94,6 +97,7 @@ class DropTracer:
         ring_bytes: int = DEFAULT_RING_BYTES,
         record_slots: int = 0,
         stream: bool = True,
+        flow_limit: int = DEFAULT_FLOW_LIMIT,
     ) -> None:
         self.filters = filters
         self.hooks = HookReport()
@@ -101,7 +105,7 @@ class DropTracer:
         path = object_path()
         try:
             self._obj, program = self._load_first(path, ring_bytes, max(record_slots, 1))
-            self._configure(program, record_slots, stream)
+            self._configure(program, record_slots, stream, flow_limit)
             self._ring = self._stack.enter_context(libbpf.RingBuffer(self._obj.map("events")))
             self._counters = self._obj.map("counters")
             self._stats = self._obj.map("stats")
@@ -140,7 +144,7 @@ class DropTracer:
             "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
         )
 
-    def _configure(self, program: str, record_slots: int, stream: bool) -> None:
+    def _configure(self, program: str, record_slots: int, stream: bool, flow_limit: int) -> None:
         obj = self._obj
         f = self.filters
         one = ctypes.c_uint8(1)
@@ -168,6 +172,7 @@ class DropTracer:
             cfg.ignore_lo[i], cfg.ignore_hi[i] = lo, hi
         cfg.record_slots = record_slots
         cfg.stream_off = int(not stream)
+        cfg.flow_limit = flow_limit
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
@@ -191,8 +196,8 @@ class DropTracer:
     def close(self) -> None:
         self._stack.close()
 
-    def poll(self, timeout_ms: int, on_sample: Callable[[bytes], None]) -> None:
-        self._ring.poll(timeout_ms, on_sample)
+    def poll(self, timeout_ms: int, on_sample: Callable[[bytes], None], limit: int) -> int:
+        return self._ring.poll(timeout_ms, on_sample, limit)
 
     def counters(self) -> dict[CounterKey, int]:
         key_type = abi.struct("counter_key")
@@ -206,4 +211,9 @@ class DropTracer:
         def get(name: str) -> int:
             return libbpf.percpu_sum(self._stats, ctypes.c_uint32(abi.const(name)))
 
-        return Stats(get("DT_STAT_MATCHED"), get("DT_STAT_LOST"), get("DT_STAT_UNCOUNTED"))
+        return Stats(
+            get("DT_STAT_MATCHED"),
+            get("DT_STAT_LOST"),
+            get("DT_STAT_UNCOUNTED"),
+            get("DT_STAT_SUPPRESSED"),
+        )

@@ -28,6 +28,7 @@ BPF_ANY = 0
 _SAMPLE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 _PRINT_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
+_BUDGET_SPENT = -125  # -ECANCELED from a sample callback: stop reading for now
 _log: list[str] = []  # libbpf's messages since the last take_log()
 _print_cb_ref: object = None  # keeps the C callback alive while libbpf holds it
 
@@ -287,10 +288,12 @@ class RingBuffer(AbstractContextManager["RingBuffer"]):
 
     def __init__(self, m: Map) -> None:
         self._pending: list[bytes] = []
+        self._limit = 0
 
         def on_sample(_ctx: int, data: int, size: int) -> int:
             self._pending.append(ctypes.string_at(data, size))
-            return 0
+            # A negative return makes libbpf stop after this sample (it stays consumed).
+            return _BUDGET_SPENT if len(self._pending) >= self._limit else 0
 
         self._cb = _SAMPLE_CB(on_sample)
         handle = lib().ring_buffer__new(m.fd, self._cb, None, None)
@@ -303,14 +306,23 @@ class RingBuffer(AbstractContextManager["RingBuffer"]):
             lib().ring_buffer__free(self._handle)
             self._handle = None
 
-    def poll(self, timeout_ms: int, on_sample: Callable[[bytes], None]) -> None:
-        """Wait up to timeout_ms for samples and hand each to on_sample."""
+    def poll(
+        self, timeout_ms: int, on_sample: Callable[[bytes], None], limit: int = 1 << 30
+    ) -> int:
+        """Wait up to timeout_ms for samples and hand at most `limit` to on_sample; returns
+        how many. What is not read stays in the ring (whose overflow the kernel counts)."""
+        self._limit = limit
         rc = lib().ring_buffer__poll(self._handle, timeout_ms)
-        if rc < 0 and -rc != 4:  # EINTR: a signal (Ctrl-C) is handled by the caller
+        # Producers submit without waking the reader (BPF_RB_NO_WAKEUP), so epoll mostly
+        # just times out: read whatever is there either way.
+        if 0 <= rc < limit and len(self._pending) < limit:
+            rc = lib().ring_buffer__consume(self._handle)
+        if rc < 0 and -rc not in (4, -_BUDGET_SPENT):  # EINTR: Ctrl-C, handled by the caller
             raise OSError(-rc, f"ring buffer poll: {os.strerror(-rc)}")
         pending, self._pending = self._pending, []
         for raw in pending:
             on_sample(raw)
+        return len(pending)
 
 
 class VmlinuxBtf(AbstractContextManager["VmlinuxBtf"]):

@@ -44,6 +44,7 @@ class Drop:
     icmp_type: int | None
     icmp_code: int | None
     hook: int
+    suppressed: int = 0  # identical drops of this flow not streamed before this one
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ running; `stop` removes the pins, which detaches the program and frees the maps.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from tracer import abi, libbpf
 from tracer.errors import DroptraceError
 from tracer.hooks import KFREE_SKB_VARIANTS, CounterKey, DropTracer, Filters, Stats
 
-PIN_DIR = Path("/sys/fs/bpf/droptrace")
+# DROPTRACE_PIN_DIR: another place in bpffs, so a benchmark or test run never touches the
+# recorder a person left running.
+PIN_DIR = Path(os.environ.get("DROPTRACE_PIN_DIR") or "/sys/fs/bpf/droptrace")
 MAPS = ("counters", "stats", "recorder", "rec_head", "dt_config_map")
 DEFAULT_SLOTS = 4096
 

@@ -118,6 +118,7 @@ class NetnsNames:
     def __init__(self) -> None:
         self._refs: dict[int, NetnsRef] = {}
         self._missed: dict[int, float] = {}  # inode -> when a rescan last failed to name it
+        self._checked: dict[int, float] = {}  # inode -> when its path last still had it
         self._scan()
 
     def _scan(self) -> None:
@@ -152,12 +153,16 @@ class NetnsNames:
         """The namespace with this inode; an unknown one is looked for again at most once a
         second (namespaces come and go, and a storm must not rescan /proc per packet)."""
         ref = self._refs.get(inode)
+        now = time.monotonic()
         if ref is not None:
             # Inode numbers are reused: the name holds only while its path still has that inode.
+            # Checked at most once a second: a storm asks several times per drop.
+            if now - self._checked.get(inode, -1e9) < self.RESCAN_INTERVAL:
+                return ref
             with contextlib.suppress(OSError):
                 if inode_of(ref.path) == inode:
+                    self._checked[inode] = now
                     return ref
-        now = time.monotonic()
         if now - self._missed.get(inode, 0.0) < self.RESCAN_INTERVAL:
             return None
         self._refs.pop(inode, None)

@@ -38,6 +38,7 @@ def to_json(item: AttributedDrop) -> dict[str, Any]:
         "ifindex": d.ifindex,
         "netns_inode": d.netns,
         "len": d.length,
+        "suppressed": d.suppressed,
     }
 
 
@@ -53,13 +54,15 @@ class JsonLines:
 
     def drop(self, item: AttributedDrop) -> None:
         self._out.write(json.dumps(to_json(item), separators=(",", ":")) + "\n")
-        self._out.flush()
+
+    def flush(self) -> None:
+        self._out.flush()  # once per batch: one write(2) for many lines in a storm
 
     def finish(self, s: Summary) -> None:
         totals = ", ".join(f"{r} {n}" for r, n in s.totals.items()) or "none"
         print(
             f"droptrace: {s.matched} drops in {s.seconds:.1f}s ({totals}); "
-            f"{s.shown} shown, {s.lost} lost events",
+            f"{s.shown} shown, {s.lost} lost events, {s.suppressed} suppressed by the rate limit",
             file=self._err,
             flush=True,
         )

@@ -61,6 +61,9 @@ class LiveView:
         if self._live is None:
             self._console.print(" | ".join(_row(item)), soft_wrap=True, highlight=False)
 
+    def flush(self) -> None:
+        pass  # the live table redraws on its own clock
+
     def finish(self, s: Summary) -> None:
         if self._live is not None:
             self._live.stop()
@@ -71,7 +74,10 @@ class LiveView:
             table.add_row(reason, str(n))
         self._console.print(table)
         lost = f"[red]{s.lost}[/]" if s.lost else "0"
-        self._console.print(f"{s.shown} drops shown, {lost} events lost (totals above stay exact)")
+        self._console.print(
+            f"{s.shown} drops shown, {lost} events lost, {s.suppressed} suppressed by the "
+            "per-flow rate limit (totals above stay exact)"
+        )
 
 
 def _row(item: AttributedDrop) -> tuple[str, str, str, str, str]:

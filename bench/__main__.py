@@ -1,0 +1,241 @@
+"""`make bench`: forwarding throughput under a drop storm, with and without tracers.
+
+Each round runs every configuration once per storm shape, in an order rotated every round,
+so slow drift of the machine (other load, thermal) spreads over all of them alike.
+Throughput is the router's nft DROP rule counter delta over the sender's send time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import topology
+from bench.tracers import DROPTRACE, PEERS, Outcome, Tracer, cleanup_leftovers
+
+SHAPES = ("one", "many")
+PREFIX = "dtbench-"
+
+
+@dataclass
+class Samples:
+    pps: list[float] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    exact: list[bool] = field(default_factory=list)
+
+
+def storm(topo: topology.Topology, shape: str, packets: int, seconds: float) -> float:
+    """Runs one storm; returns packets per second as counted by the router's DROP rule."""
+    before = topo.dropped()
+    out = subprocess.run(
+        ["ip", "netns", "exec", topo.sender, sys.executable, "-m", "bench.storm",
+         "--shape", shape, "--src", str(topology.SENDER_ADDR),
+         "--dst-net", str(topology.STORM_NET), "--dport", str(topology.STORM_PORT),
+         "--packets", str(packets), "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    took = float(json.loads(out.stdout)["seconds"])
+    return (topo.dropped() - before) / took
+
+
+def one_run(
+    topo: topology.Topology, tracer: Tracer, shape: str, packets: int, seconds: float, s: Samples
+) -> None:
+    counted_before = topo.dropped()
+    try:
+        tracer.start(topo)
+        pps = storm(topo, shape, packets, seconds)
+    except BaseException:  # Ctrl-C too: no tracer process outlives the bench
+        if hasattr(tracer, "kill"):
+            tracer.kill()
+        raise
+    outcome = tracer.stop()
+    s.pps.append(pps)
+    s.outcomes.append(outcome)
+    if outcome.summary:
+        # Everything the router's rule dropped while the tracer was attached.
+        kernel = topo.dropped() - counted_before
+        router = str(topo.netns_inode(topo.router))
+        seen = outcome.summary["by_netns"].get(router, {}).get("NETFILTER_DROP", 0)
+        s.exact.append(seen == (kernel if tracer.sees_storm else 0))
+        outcome.summary["kernel_count"] = kernel
+        outcome.summary["router_count"] = seen
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(shape_samples: dict[str, Samples]) -> dict[str, Any]:
+    """Per configuration: pps median/min/max, and the ratio to the baseline: the median over
+    rounds of pps / the same round's baseline pps, so drift of the machine between rounds
+    (other load) cancels instead of landing on whichever configuration ran then."""
+    out: dict[str, Any] = {}
+    base = shape_samples["baseline"].pps
+    for name, s in shape_samples.items():
+        st = _stats(s.pps)
+        ratios = [p / b for p, b in zip(s.pps, base, strict=True) if b]
+        entry: dict[str, Any] = {
+            **st,
+            "ratio": statistics.median(ratios) if ratios else 0.0,
+            "pps_by_round": [round(p) for p in s.pps],
+        }
+        cpu = [o.cpu_seconds for o in s.outcomes if o.cpu_seconds]
+        if cpu:
+            entry["cpu_seconds_median"] = statistics.median(cpu)
+            entry["peak_rss_mb"] = max(o.peak_rss_kb for o in s.outcomes) / 1024
+        sums = [o.summary for o in s.outcomes if o.summary]
+        if sums:
+            entry["events_emitted"] = sum(x["shown"] for x in sums)
+            entry["events_lost"] = sum(x["lost"] for x in sums)
+            entry["events_suppressed"] = sum(x.get("suppressed", 0) for x in sums)
+            entry["drops_counted"] = sum(x["router_count"] for x in sums)
+            entry["drops_kernel"] = sum(x["kernel_count"] for x in sums)
+            entry["totals_exact"] = all(s.exact)
+        out[name] = entry
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| shape | configuration | median pps | min | max | ratio | tracer CPU s | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shape, configs in results["shapes"].items():
+        for name, e in configs["configs"].items():
+            cpu = f"{e['cpu_seconds_median']:.2f}" if "cpu_seconds_median" in e else "-"
+            rss = f"{e['peak_rss_mb']:.0f}" if "peak_rss_mb" in e else "-"
+            lines.append(
+                f"| {shape} | {name} | {e['median']:,.0f} | {e['min']:,.0f} | {e['max']:,.0f} "
+                f"| {e['ratio']:.2f} | {cpu} | {rss} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=3.0, help="storm length (upper bound)")
+    p.add_argument("--packets", type=int, default=5_000_000, help="storm size (upper bound)")
+    p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument("--no-peers", action="store_true", help="skip the bpftrace peers")
+    p.add_argument("--out", default="bench-results.json")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        print("make bench: run as root (BPF and network namespaces)", file=sys.stderr)
+        return 1
+    kinds: list[type[Tracer]] = [Tracer, *DROPTRACE]
+    if not args.no_peers:
+        kinds += PEERS
+    shapes = args.shapes.split(",")
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    samples = {shape: {k.name: Samples() for k in kinds} for shape in shapes}
+    cleanup_leftovers()
+    topo = topology.build(PREFIX)
+    try:
+        for r in range(args.rounds):
+            for shape in shapes:
+                order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+                for kind in order:
+                    s = samples[shape][kind.name]
+                    try:
+                        one_run(topo, kind(), shape, args.packets, args.seconds, s)
+                    except (RuntimeError, ChildProcessError) as err:
+                        # A tracer that failed once (e.g. a busy machine) gets one more try.
+                        print(f"retrying {kind.name}: {err}", file=sys.stderr)
+                        one_run(topo, kind(), shape, args.packets, args.seconds, s)
+                    print(
+                        f"round {r + 1}/{args.rounds} {shape:4} {kind.name:15} "
+                        f"{s.pps[-1]:>12,.0f} pps",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        cleanup_leftovers()
+        topology.teardown(topo)
+    results = assemble(samples, args, load_before, time.monotonic() - started)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(
+        f"\nlive_ratio {results['live_ratio']:.2f}  filtered_ratio {results['filtered_ratio']:.2f}"
+        f"  record_ratio {results['record_ratio']:.2f}  totals_exact {results['totals_exact']}"
+        f"  events emitted {results['events_emitted']:,} lost {results['events_lost']:,}"
+        f"\nload average before {results['loadavg_before']} after {results['loadavg_after']};"
+        f" {results['seconds']:.0f} s; written to {args.out}"
+    )
+    return 0
+
+
+def assemble(
+    samples: dict[str, dict[str, Samples]],
+    args: argparse.Namespace,
+    load_before: tuple[float, float, float],
+    seconds: float,
+) -> dict[str, Any]:
+    shapes: dict[str, Any] = {}
+    for shape, by_config in samples.items():
+        baseline = statistics.median(by_config["baseline"].pps)
+        configs = summarise(by_config)
+        shapes[shape] = {
+            "baseline_pps": baseline,
+            "configs": configs,
+            **{f"{n}_pps": configs[n]["median"] for n in ("live", "filtered", "record")},
+            **{f"{n}_ratio": configs[n]["ratio"] for n in ("live", "filtered", "record")},
+            "events_emitted": configs["live"]["events_emitted"],
+            "events_lost": configs["live"]["events_lost"],
+            "events_suppressed": configs["live"]["events_suppressed"],
+            "totals_exact": configs["live"]["totals_exact"] and configs["filtered"]["totals_exact"],
+            "peers": {
+                n: {"pps": e["median"], "ratio": e["ratio"]}
+                for n, e in configs.items()
+                if n.startswith("bpftrace")
+            },
+            "tracer": {
+                n: {"cpu_seconds": e.get("cpu_seconds_median"), "peak_rss_mb": e.get("peak_rss_mb")}
+                for n, e in configs.items()
+                if "cpu_seconds_median" in e
+            },
+        }
+
+    def worst(key: str) -> float:
+        return min(float(s[key]) for s in shapes.values())
+
+    first = next(iter(shapes.values()))
+    return {
+        "baseline_pps": worst("baseline_pps"),
+        **{f"{n}_pps": worst(f"{n}_pps") for n in ("live", "filtered", "record")},
+        **{f"{n}_ratio": worst(f"{n}_ratio") for n in ("live", "filtered", "record")},
+        "events_emitted": sum(s["events_emitted"] for s in shapes.values()),
+        "events_lost": sum(s["events_lost"] for s in shapes.values()),
+        "events_suppressed": sum(s["events_suppressed"] for s in shapes.values()),
+        "totals_exact": all(s["totals_exact"] for s in shapes.values()),
+        "rounds": args.rounds,
+        "storm": {"seconds": args.seconds, "packets": args.packets, "generator": "sendmmsg"},
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "peers": {
+            n: {
+                "pps": min(s["peers"][n]["pps"] for s in shapes.values()),
+                "ratio": min(s["peers"][n]["ratio"] for s in shapes.values()),
+            }
+            for n in first["peers"]
+        },
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(seconds, 1),
+        "shapes": shapes,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
