@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter
@@ -19,13 +20,13 @@ from tracer.hooks import (
     Filters,
     HookReport,
 )
-from tracer.model import AttributedDrop
+from tracer.model import AttributedDrop, Drop
 
 
 class Sink(Protocol):
     def start(self, hooks: HookReport) -> None: ...
     def drop(self, item: AttributedDrop) -> None: ...
-    def flush(self) -> None: ...  # after each batch read from the ring buffer
+    def flush(self) -> None: ...  # whenever the explainer has caught up
     def finish(self, summary: Summary) -> None: ...
 
 
@@ -116,30 +117,24 @@ def _trace(
 ) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
-    shown = 0
     interrupted = False
     with DropTracer(filters, ring_bytes, flow_limit=flow_limit) as tracer:
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()
 
+        explainer = _Explainer(enricher, sink, show_benign, limits.count)
+
         def on_sample(raw: bytes) -> None:
-            nonlocal shown
-            if limits.count is not None and shown >= limits.count:
+            if explainer.done.is_set():
                 raise _Stop
-            drop = decode(raw)
-            facts = enricher.facts(drop)
-            diagnosis = classify(drop, facts)
-            if diagnosis.benign and not show_benign:
-                return  # still in the exact totals, just not shown
-            sink.drop(AttributedDrop(drop, facts, diagnosis))
-            shown += 1
+            explainer.put(decode(raw))
 
         spent, period_end = False, 0.0
         budget = max(1, stream_rate * POLL_MS // 1000)
         try:
             while True:
-                if limits.count is not None and shown >= limits.count:
+                if explainer.done.is_set():
                     break
                 if limits.stop is not None and limits.stop.is_set():
                     break
@@ -155,11 +150,11 @@ def _trace(
                     timeout = max(1, min(timeout, int(left * 1000)))
                 period_end = time.monotonic() + POLL_MS / 1000
                 spent = tracer.poll(timeout, on_sample, budget) >= budget
-                sink.flush()
         except _Stop:
             pass
         except KeyboardInterrupt:
             interrupted = True
+        shown, behind = explainer.finish()
         totals: Counter[str] = Counter()
         by_netns: dict[int, Counter[str]] = {}
         for key, n in tracer.counters().items():
@@ -172,7 +167,7 @@ def _trace(
         shown=shown,
         totals=dict(totals.most_common()),
         matched=stats.matched,
-        lost=stats.lost,
+        lost=stats.lost + behind,
         uncounted=stats.uncounted,
         suppressed=stats.suppressed,
         interrupted=interrupted,
@@ -180,3 +175,65 @@ def _trace(
     )
     sink.finish(summary)
     return summary
+
+
+class _Explainer:
+    """Enrich, classify and show drops on a thread of their own, in the order they came.
+
+    Evidence can take milliseconds (a route lookup or nft listing in another namespace);
+    the ring buffer is read meanwhile, so a slow explanation never stalls the stream. If the
+    explainer falls more than a queue behind, the newest drops are not shown and are
+    reported as lost; the in-kernel totals stay exact either way.
+    """
+
+    _QUEUE = 4096
+
+    def __init__(
+        self, enricher: Enricher, sink: Sink, show_benign: bool, count: int | None
+    ) -> None:
+        self._enricher = enricher
+        self._sink = sink
+        self._show_benign = show_benign
+        self._count = count
+        self._queue: queue.Queue[Drop | None] = queue.Queue(self._QUEUE)
+        self._error: BaseException | None = None
+        self.done = threading.Event()  # --count reached, or the explainer failed
+        self.shown = 0
+        self.behind = 0
+        self._thread = threading.Thread(target=self._run, name="explain", daemon=True)
+        self._thread.start()
+
+    def put(self, drop: Drop) -> None:
+        try:
+            self._queue.put_nowait(drop)
+        except queue.Full:
+            self.behind += 1
+
+    def _run(self) -> None:
+        try:
+            while (drop := self._queue.get()) is not None:
+                if not self.done.is_set():
+                    self._explain(drop)
+                if self._queue.empty():
+                    self._sink.flush()
+        except BaseException as err:
+            self._error = err
+            self.done.set()
+
+    def _explain(self, drop: Drop) -> None:
+        facts = self._enricher.facts(drop)
+        diagnosis = classify(drop, facts)
+        if diagnosis.benign and not self._show_benign:
+            return  # still in the exact totals, just not shown
+        self._sink.drop(AttributedDrop(drop, facts, diagnosis))
+        self.shown += 1
+        if self._count is not None and self.shown >= self._count:
+            self.done.set()
+
+    def finish(self) -> tuple[int, int]:
+        """Explain what is queued, stop; returns (shown, not shown for falling behind)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.shown, self.behind
