@@ -220,15 +220,37 @@ static __always_inline int ignored(struct dt_config *cfg, __u64 location)
 	return 0;
 }
 
+static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
+{
+	struct drop_event *out;
+
+	if (cfg->record_slots)
+		record(ev, cfg->record_slots);
+	if (cfg->stream_off)
+		return;
+	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
+	if (!out) {
+		stat_add(DT_STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(out, ev, sizeof(*ev));
+	bpf_ringbuf_submit(out, 0);
+}
+
+#include "cause.bpf.h"
+
 static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 reason)
 {
 	__u32 zero = 0;
 	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
 	struct net_device *dev;
-	struct drop_event ev = {}, *out;
+	struct drop_event ev = {};
 
 	if (!cfg || !skb || ignored(cfg, location))
 		return 0;
+	/* Before the filters, so a hint never outlives its skb (whose address is reused). */
+	if (cfg->cause_on[DT_CAUSE_RPFILTER])
+		take_rp_hint((__u64)skb, &ev);
 
 	dev = BPF_CORE_READ(skb, dev);
 	if (dev) {
@@ -265,18 +287,10 @@ static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 rea
 	ev.mark = BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
 	count(&ev);
-	if (cfg->record_slots)
-		record(&ev, cfg->record_slots);
-	if (cfg->stream_off)
-		return 0;
-
-	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
-	if (!out) {
-		stat_add(DT_STAT_LOST);
-		return 0;
-	}
-	__builtin_memcpy(out, &ev, sizeof(ev));
-	bpf_ringbuf_submit(out, 0);
+	/* nf_hook_slow frees the skb before it returns: its return completes the event. */
+	if (cfg->cause_on[DT_CAUSE_NETFILTER] && location >= cfg->nf_lo && location < cfg->nf_hi)
+		return park((__u64)skb, &ev);
+	emit(cfg, &ev);
 	return 0;
 }
 

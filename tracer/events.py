@@ -61,6 +61,9 @@ def decode(raw: bytes) -> Drop:
         icmp_type=e.sport if icmp else None,
         icmp_code=e.dport if icmp else None,
         hook=e.hook,
+        cause=e.cause,
+        nf_hook=e.nf_hook,
+        nf_pf=e.nf_pf,
     )
 
 

@@ -2,6 +2,7 @@
 
 kfree_skb is tried as tp_btf, then raw_tp, then the classic tracepoint: the first the kernel
 accepts is used and the others are reported once as unavailable, with libbpf's reason.
+The cause hooks (tracer.causes) load with it where the kernel allows and are attached first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tracer import abi, libbpf
+from tracer import abi, causes, libbpf
 from tracer.errors import BpfObjectMissing, HookUnavailable
 
 Network = IPv4Network | IPv6Network
@@ -44,6 +45,7 @@ class Filters:
     reasons: tuple[int, ...] = ()
     ifindex: int = 0
     ignore: tuple[tuple[int, int], ...] = ()  # [start, end) code ranges that free non-packets
+    nf_span: tuple[int, int] | None = None  # nf_hook_slow's code; None: read from kallsyms
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,12 @@ def _why(err: OSError) -> str:
     return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
 
 
+def _nf_span() -> tuple[int, int] | None:
+    from tracer.enrich.kernel import KernelSymbols  # kallsyms: only read when it is needed
+
+    return KernelSymbols().span("nf_hook_slow")
+
+
 class DropTracer:
     """The loaded kfree_skb program with its filters, ring buffer and counters."""
 
@@ -120,22 +128,29 @@ class DropTracer:
         for hook, _ in KFREE_SKB_VARIANTS[:start]:
             self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
         for hook, program in KFREE_SKB_VARIANTS[start:]:
-            libbpf.take_log()
-            obj = libbpf.BpfObject(path)
-            try:
-                for _, other in KFREE_SKB_VARIANTS:
-                    obj.set_autoload(other, other == program)
-                obj.set_max_entries("events", ring_bytes)
-                obj.set_max_entries("recorder", record_slots)
-                obj.load()
-                abi.check_layout(obj.btf_struct_size)
-            except OSError as err:
-                obj.close()
-                self.hooks.unavailable.append(f"{hook}: {_why(err)}")
-                continue
-            self._stack.callback(obj.close)
-            self.hooks.active.append(hook)
-            return obj, program
+            for plan in causes.plans():
+                libbpf.take_log()
+                obj = libbpf.BpfObject(path)
+                try:
+                    for _, other in KFREE_SKB_VARIANTS:
+                        obj.set_autoload(other, other == program)
+                    for cause_prog, on in causes.programs(plan).items():
+                        obj.set_autoload(cause_prog, on)
+                    obj.set_max_entries("events", ring_bytes)
+                    obj.set_max_entries("recorder", record_slots)
+                    obj.load()
+                    abi.check_layout(obj.btf_struct_size)
+                except OSError as err:
+                    obj.close()
+                    if plan:  # retry without these optional programs
+                        self.hooks.unavailable.append(f"{plan[0]}: {_why(err)}")
+                        continue
+                    self.hooks.unavailable.append(f"{hook}: {_why(err)}")
+                    break
+                self._stack.callback(obj.close)
+                self.hooks.active.append(hook)
+                self._cause_plan = plan
+                return obj, program
         raise HookUnavailable(
             "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
         )
@@ -170,6 +185,12 @@ class DropTracer:
         cfg.stream_off = int(not stream)
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
+        # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
+        on = causes.attach(
+            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.unavailable, _why
+        )
+        nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
+        causes.configure(cfg, on, nf_span)
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
         # Attach last: filters are in place before the first event can fire.
         self._link = self._stack.enter_context(obj.attach(program))

@@ -58,7 +58,11 @@ def run(
     deadline = started + limits.duration if limits.duration is not None else None
     shown = 0
     interrupted = False
-    filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
+    filters = replace(
+        filters,
+        ignore=enricher.symbols.non_packet_spans(),
+        nf_span=enricher.symbols.span("nf_hook_slow"),
+    )
     with DropTracer(filters, ring_bytes) as tracer:
         sink.start(tracer.hooks)
         if on_ready is not None:
