@@ -10,7 +10,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
 
-.PHONY: all install demo test lint bpf clean
+.PHONY: all install demo test test-kernels lint bpf clean
 
 all: install
 
@@ -22,6 +22,11 @@ demo: install
 
 test: install
 	@bash scripts/test.sh
+
+# The slower matrix: tests/matrix inside each Debian kernel of KERNELS under emulation.
+KERNELS ?= 5.10 6.1 6.12
+test-kernels: install
+	@KERNELS="$(KERNELS)" bash scripts/test-kernels.sh
 
 lint: install
 	$(VENV)/bin/ruff check tracer tests
