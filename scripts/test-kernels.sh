@@ -43,7 +43,8 @@ export PATH=$VENV/bin:$PATH   # vng runs virtme-run from PATH
 # suites the matrix needs. The system's sources and lists are left alone.
 APT=$CACHE/apt
 mkdir -p "$APT/sources.list.d" "$APT/lists/partial"
-suites=$(for k in $KERNELS; do echo "${SUITE[$k]}"; done | sort -u | tr '\n' ' ')
+# Every suite of the matrix, whatever $KERNELS: one stable set of lists, updated once a day.
+suites=$(printf '%s\n' "${SUITE[@]}" | sort -u | tr '\n' ' ')
 awk -v suites="${suites% }" 'BEGIN { RS = ""; FS = "\n" }
   /\nSuites:[^\n]*bookworm/ && !/security/ {
     for (i = 1; i <= NF; i++) if ($i ~ /^(Types|URIs|Components|Signed-By):/) print $i

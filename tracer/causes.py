@@ -56,6 +56,11 @@ def programs(kinds: tuple[str, ...]) -> dict[str, bool]:
     return out
 
 
+def programs_of(kind: str) -> list[str]:
+    """The hooks of one kind, as shown to users: fexit/fib_validate_source..."""
+    return [f"{'kretprobe' if kind == 'kprobe' else kind}/{c.function}" for c in CAUSES]
+
+
 def attach(
     obj: libbpf.BpfObject,
     kinds: tuple[str, ...],

@@ -67,6 +67,8 @@ class Stats:
 class HookReport:
     active: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)  # one line each: hook and why
+    # Cause hooks not attached: needed only where kfree_skb gives no reason (before 5.17).
+    optional: list[str] = field(default_factory=list)
 
 
 def object_path(name: str = "drop.bpf.o") -> Path:
@@ -143,7 +145,8 @@ class DropTracer:
                 except OSError as err:
                     obj.close()
                     if plan:  # retry without these optional programs
-                        self.hooks.unavailable.append(f"{plan[0]}: {_why(err)}")
+                        refused = ", ".join(causes.programs_of(plan[0]))
+                        self.hooks.optional.append(f"{refused}: {_why(err)}")
                         continue
                     self.hooks.unavailable.append(f"{hook}: {_why(err)}")
                     break
@@ -187,7 +190,7 @@ class DropTracer:
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
         on = causes.attach(
-            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.unavailable, _why
+            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.optional, _why
         )
         nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
         causes.configure(cfg, on, nf_span)

@@ -64,6 +64,8 @@ def run(
         nf_span=enricher.symbols.span("nf_hook_slow"),
     )
     with DropTracer(filters, ring_bytes) as tracer:
+        if not enricher.reasons.available:  # then the cause hooks are what names a drop
+            tracer.hooks.unavailable.extend(tracer.hooks.optional)
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()

@@ -53,6 +53,7 @@ def record(case: str, expected: str, drops: list[dict[str, Any]], stderr: str) -
         "location": first.get("location"),
         "rule": (first.get("rule") or {}).get("text"),
         "inferred": bool((first.get("evidence") or {}).get("reason_inferred")),
+        "cause": (first.get("evidence") or {}).get("cause"),
         "hooks": hooks,
     }
     with open(out, "a") as f:
@@ -81,6 +82,8 @@ def test_strict_rp_filter_drop_is_rp_filter(netns: MakeNetns) -> None:
     )
     ev = check("rp_filter_strict", "rp_filter", drops, err)
     assert ev["evidence"]["rp_filter"]["effective"] == 1, ev
+    if ev["evidence"].get("reason_inferred"):  # no reasons: only the cause hook can tell
+        assert "-EXDEV" in ev["evidence"]["cause"], ev
 
 
 @pytest.mark.parametrize("iptables", ["iptables-nft", "iptables-legacy"])
@@ -94,6 +97,8 @@ def test_iptables_drop_in_forward_is_netfilter_with_its_rule(
     ev = check(f"{iptables}_drop", "netfilter", drops, err)
     rule = ev["rule"]
     assert rule and rule["chain"] == "FORWARD" and rule["comment"] == "matrix", ev
+    if ev["evidence"].get("reason_inferred") and "nf_hook_slow" in err:
+        assert ev["evidence"]["netfilter"] == {"hook": "FORWARD", "family": "ipv4"}, ev
 
 
 def test_forwarding_off_is_forwarding_disabled(netns: MakeNetns) -> None:
