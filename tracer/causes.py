@@ -68,14 +68,16 @@ def attach(
     active: list[str],
     unavailable: list[str],
     why: object,
-) -> dict[str, bool]:
-    """Attach each cause hook the loaded plan allows; {DT_CAUSE_* name: attached}."""
+) -> tuple[dict[str, bool], list[tuple[str, libbpf.Link]]]:
+    """Attach each cause hook the loaded plan allows: {DT_CAUSE_* name: attached}, and the
+    links by program name (a recorder pins them with the kfree_skb link)."""
     on: dict[str, bool] = {}
+    links: list[tuple[str, libbpf.Link]] = []
     for c in CAUSES:
         on[c.index] = False
         if "fexit" in kinds:
             try:
-                stack.enter_context(obj.attach(c.fexit))
+                links.append((c.fexit, stack.enter_context(obj.attach(c.fexit))))
                 active.append(f"fexit/{c.function}")
                 on[c.index] = True
                 continue
@@ -84,9 +86,10 @@ def attach(
         if "kprobe" in kinds:
             try:
                 with ExitStack() as pair:
-                    pair.enter_context(obj.attach(c.kprobe))
-                    pair.enter_context(obj.attach(c.kretprobe))
+                    entry = pair.enter_context(obj.attach(c.kprobe))
+                    exit_ = pair.enter_context(obj.attach(c.kretprobe))
                     stack.enter_context(pair.pop_all())
+                links += [(c.kprobe, entry), (c.kretprobe, exit_)]
                 active.append(f"kretprobe/{c.function}")
                 on[c.index] = True
                 continue
@@ -94,7 +97,7 @@ def attach(
                 unavailable.append(f"kretprobe/{c.function}: {why(err)}")  # type: ignore[operator]
         elif not kinds:
             unavailable.append(f"{c.function}: not loaded (fexit and kprobe programs refused)")
-    return on
+    return on, links
 
 
 def configure(cfg: object, on: dict[str, bool], nf_span: tuple[int, int] | None) -> None:

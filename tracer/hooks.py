@@ -189,7 +189,7 @@ class DropTracer:
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
-        on = causes.attach(
+        on, self._cause_links = causes.attach(
             obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.optional, _why
         )
         nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
@@ -203,6 +203,8 @@ class DropTracer:
         for name in maps:
             self._obj.map(name).pin(directory / name)
         self._link.pin(directory / "link")
+        for name, link in self._cause_links:  # else the recorder's parked drops never finish
+            link.pin(directory / f"link-{name}")
 
     def __enter__(self) -> Self:
         return self

@@ -35,12 +35,10 @@ def facts(drop: Drop, reason: str, location: str) -> tuple[str, dict[str, Any]]:
         evidence["cause"] = f"nf_hook_slow returned a drop verdict at {family} {hook}"
         evidence["netfilter"] = {"hook": hook, "family": family}
         inferred = "NETFILTER_DROP"
-    elif location in _BY_LOCATION:
+    elif reason == NO_REASON and location in _BY_LOCATION:
         inferred = _BY_LOCATION[location]
-        evidence["cause"] = f"freed at {location}, which drops only for {inferred}"
+        evidence["cause"] = f"freed at {location}, taken as {inferred}"
     if reason != NO_REASON or inferred is None:
-        if reason == NO_REASON:
-            evidence.pop("cause", None)
         return reason, evidence
     evidence["reason_inferred"] = True  # the kernel gave none: droptrace's hooks did
     return inferred, evidence
