@@ -29,8 +29,8 @@ test-kernels: install
 	@KERNELS="$(KERNELS)" bash scripts/test-kernels.sh
 
 lint: install
-	$(VENV)/bin/ruff check tracer tests
-	$(VENV)/bin/ruff format --check tracer tests
+	$(VENV)/bin/ruff check tracer tests scripts
+	$(VENV)/bin/ruff format --check tracer tests scripts
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 

@@ -10,8 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 set -e
-.venv/bin/ruff check --no-cache tracer tests
-.venv/bin/ruff format --no-cache --check tracer tests
+.venv/bin/ruff check --no-cache tracer tests scripts
+.venv/bin/ruff format --no-cache --check tracer tests scripts
 .venv/bin/mypy
 mapfile -t shell_scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck "${shell_scripts[@]}"
