@@ -3,6 +3,7 @@
  * kfree_skb: every packet the kernel frees as dropped, with its reason and location.
  * Three entry points for the same handler; user space loads the first the kernel accepts:
  * tp_btf (typed, 5.5+), raw_tp (4.17+), and the classic tracepoint.
+ * cause.bpf.h adds the hooks that name a drop where kfree_skb gives no reason (before 5.17).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
