@@ -37,7 +37,7 @@ def main(results: Path, timings: list[str]) -> int:
 
     failed = False
     width = max([len(c) for c in rows] + [20])
-    col = max([len(k) for k in kernels] + [22])
+    col = max([len(k) for k in kernels] + [24])
     print()
     print(f"{'case (expected)':<{width + 25}}" + "".join(f"{k:<{col}}" for k in kernels))
     for case, by_kernel in rows.items():
