@@ -10,7 +10,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
 
-.PHONY: all install demo test lint bpf bench clean
+.PHONY: all install demo test test-kernels lint bpf bench clean
 
 all: install
 
@@ -27,9 +27,14 @@ test: install
 bench: install
 	@bash scripts/bench.sh
 
+# The slower matrix: tests/matrix inside each Debian kernel of KERNELS under emulation.
+KERNELS ?= 5.10 6.1 6.12
+test-kernels: install
+	@KERNELS="$(KERNELS)" bash scripts/test-kernels.sh
+
 lint: install
-	$(VENV)/bin/ruff check tracer tests bench
-	$(VENV)/bin/ruff format --check tracer tests bench
+	$(VENV)/bin/ruff check tracer tests bench scripts
+	$(VENV)/bin/ruff format --check tracer tests bench scripts
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 
@@ -39,7 +44,7 @@ $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(OBJDIR)/%.bpf.o: bpf/%.bpf.c bpf/events.h $(BUILD)/vmlinux.h
+$(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
 	@mkdir -p $(OBJDIR)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror -c $< -o $@
 

@@ -3,6 +3,7 @@
  * kfree_skb: every packet the kernel frees as dropped, with its reason and location.
  * Three entry points for the same handler; user space loads the first the kernel accepts:
  * tp_btf (typed, 5.5+), raw_tp (4.17+), and the classic tracepoint.
+ * cause.bpf.h adds the hooks that name a drop where kfree_skb gives no reason (before 5.17).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -365,15 +366,46 @@ static __always_inline int flow_allows(struct drop_event *e, __u32 limit)
 	return 1;
 }
 
+/* Record, then stream (room, per-flow limit); also called by the cause hooks for a drop
+ * that waited for nf_hook_slow's return. */
+static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
+{
+	struct drop_event *out;
+
+	if (cfg->record_slots)
+		record(ev, cfg->record_slots);
+	if (cfg->stream_off)
+		return;
+	if (!ring_has_room()) {
+		stat_add(DT_STAT_LOST);
+		return;
+	}
+	if (cfg->flow_limit && !flow_allows(ev, cfg->flow_limit))
+		return;
+	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
+	if (!out) {
+		stat_add(DT_STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(out, ev, sizeof(*ev));
+	/* No wake-up per event: the reader polls with a short timeout and drains in batches. */
+	bpf_ringbuf_submit(out, BPF_RB_NO_WAKEUP);
+}
+
+#include "cause.bpf.h"
+
 static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 reason,
 				  const bool btf)
 {
 	__u32 zero = 0;
 	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
-	struct drop_event ev = {}, *out;
+	struct drop_event ev = {};
 
 	if (!cfg || !skb || ignored(cfg, location))
 		return 0;
+	/* Before the filters, so a hint never outlives its skb (whose address is reused). */
+	if (cfg->cause_on[DT_CAUSE_RPFILTER])
+		take_rp_hint((__u64)skb, &ev);
 
 	/* Cheapest filters first, before touching packet data. */
 	if (cfg->filter_reason && !bpf_map_lookup_elem(&reason_filter, &reason))
@@ -396,25 +428,10 @@ static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 rea
 	ev.mark = btf ? skb->mark : BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
 	count(&ev);
-	if (cfg->record_slots)
-		record(&ev, cfg->record_slots);
-	if (cfg->stream_off)
-		return 0;
-
-	if (!ring_has_room()) {
-		stat_add(DT_STAT_LOST);
-		return 0;
-	}
-	if (cfg->flow_limit && !flow_allows(&ev, cfg->flow_limit))
-		return 0;
-	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
-	if (!out) {
-		stat_add(DT_STAT_LOST);
-		return 0;
-	}
-	__builtin_memcpy(out, &ev, sizeof(ev));
-	/* No wake-up per event: the reader polls with a short timeout and drains in batches. */
-	bpf_ringbuf_submit(out, BPF_RB_NO_WAKEUP);
+	/* nf_hook_slow frees the skb before it returns: its return completes the event. */
+	if (cfg->cause_on[DT_CAUSE_NETFILTER] && location >= cfg->nf_lo && location < cfg->nf_hi)
+		return park((__u64)skb, &ev);
+	emit(cfg, &ev);
 	return 0;
 }
 

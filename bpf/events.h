@@ -14,6 +14,12 @@
 #define DT_HOOK_RPFILTER 2
 #define DT_HOOK_NETFILTER 3
 
+/* Hooks on the functions that decide a drop, for kernels whose kfree_skb has no reason
+ * (before 5.17); indexes of dt_config.cause_on. Each loads as fexit, else kprobe+kretprobe. */
+#define DT_CAUSE_RPFILTER 0  /* fib_validate_source returned -EXDEV: rp_filter */
+#define DT_CAUSE_NETFILTER 1 /* nf_hook_slow dropped it: hook and family */
+#define DT_CAUSE_NR 2
+
 /* Indexes of the per-CPU "stats" array. */
 #define DT_STAT_MATCHED 0   /* drops that passed the filters (== sum of counters) */
 #define DT_STAT_LOST 1      /* events the ring buffer had no room for */
@@ -42,7 +48,9 @@ struct drop_event {
 	__u16 sport;
 	__u16 dport;
 	__u8 hook;        /* DT_HOOK_* */
-	__u8 pad[3];
+	__u8 cause;       /* DT_HOOK_RPFILTER/NETFILTER: that hook saw this skb dropped; else 0 */
+	__u8 nf_hook;     /* with cause NETFILTER: NF_INET_* hook number */
+	__u8 nf_pf;       /* with cause NETFILTER: NFPROTO_* family */
 	__u8 saddr[DT_ADDR_LEN];
 	__u8 daddr[DT_ADDR_LEN];
 	__u32 suppressed; /* identical drops of this flow held back on this CPU since its last event */
@@ -71,6 +79,9 @@ struct dt_config {
 	__u64 started_ns;     /* wall-clock start (CLOCK_REALTIME ns), for `droptrace status` */
 	__u32 hook;           /* index of the kfree_skb variant attached, for reports */
 	__u32 flow_limit;     /* stream at most this many events per flow per second per CPU; 0: all */
+	__u32 cause_on[DT_CAUSE_NR]; /* 1: that cause hook is attached */
+	__u64 nf_lo;          /* [nf_lo, nf_hi): nf_hook_slow, whose drops wait for its return */
+	__u64 nf_hi;
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

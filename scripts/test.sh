@@ -10,8 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 set -e
-.venv/bin/ruff check --no-cache tracer tests bench
-.venv/bin/ruff format --no-cache --check tracer tests bench
+.venv/bin/ruff check --no-cache tracer tests bench scripts
+.venv/bin/ruff format --no-cache --check tracer tests bench scripts
 .venv/bin/mypy
 mapfile -t shell_scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck "${shell_scripts[@]}"

@@ -8,7 +8,6 @@ import pytest
 
 from tests.helpers import loaded_droptrace_programs, sh, unique_name
 
-
 # The flight recorder pins under its own directory per test run, so concurrent runs (or a
 # recorder a user left running) are never stopped by a test.
 os.environ.setdefault("DROPTRACE_PIN_DIR", f"/sys/fs/bpf/droptrace-test-{os.getpid()}")

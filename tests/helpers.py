@@ -17,6 +17,8 @@ from typing import Any
 
 _seq = count()
 MakeNetns = Callable[[str], str]
+# How many times slower than the host this runs: an emulated kernel of `make test-kernels`.
+SLOW = float(os.environ.get("DROPTRACE_TEST_SLOW", "1"))
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -97,7 +99,7 @@ class Droptrace:
         self._ready.set()  # EOF: the process ended (wait() tells whether it had started)
 
     def __enter__(self) -> Droptrace:
-        self._ready.wait(timeout=30)
+        self._ready.wait(timeout=30 * SLOW)
         if not any(self.READY in line for line in self._err):
             self.kill()
             raise AssertionError(f"droptrace did not start: {''.join(self._err)}")

@@ -484,11 +484,11 @@ def doctor(netns_spec: str) -> None:
         _fail(f"could not check: {err}", 2)
     findings = doc.check(facts)
     try:
-        _prepare()
+        known = _prepare()
         with DropTracer(Filters(netns=(ref.inode,)), ring_bytes=4096) as tracer:
             active, missing = tracer.hooks.active, tracer.hooks.unavailable
-        findings.append(doc.Finding(doc.Level.OK, f"kfree_skb hook: {', '.join(active)}"))
-        findings += [doc.Finding(doc.Level.WARN, f"hook unavailable: {m}") for m in missing]
+            optional = tracer.hooks.optional
+        findings += doc.hook_findings(active, missing, optional, known.available)
     except (DroptraceError, OSError) as err:
         findings.append(doc.Finding(doc.Level.FAIL, f"no drop hook can be attached: {err}"))
     colors = {doc.Level.OK: "green", doc.Level.WARN: "yellow", doc.Level.FAIL: "red"}

@@ -151,3 +151,27 @@ def check(f: NamespaceFacts) -> list[Finding]:
     if not f.unconditional_drops and not (f.rule_counts.get("nft") and f.rule_counts.get("legacy")):
         out.append(Finding(Level.OK, f"iptables in {ns}: one backend, no match-less DROP rule"))
     return out
+
+
+def hook_findings(
+    active: list[str], missing: list[str], optional: list[str], kernel_reasons: bool
+) -> list[Finding]:
+    """Which hooks droptrace attached; cause hooks matter only where kfree_skb has no reason."""
+    out = [Finding(Level.OK, f"hooks active: {', '.join(active)}")]
+    out += [Finding(Level.WARN, f"hook unavailable: {m}") for m in missing]
+    if kernel_reasons:
+        out += [
+            Finding(Level.OK, f"cause hook not attached (kfree_skb gives reasons here): {m}")
+            for m in optional
+        ]
+    else:
+        out += [
+            Finding(
+                Level.WARN,
+                f"cause hook unavailable on a kernel without drop reasons: {m}",
+                "rp_filter or netfilter drops may show as category other; a kernel with"
+                " kprobes or fexit (or 5.17+) names them",
+            )
+            for m in optional
+        ]
+    return out

@@ -62,6 +62,9 @@ def decode(raw: bytes) -> Drop:
         icmp_code=e.dport if icmp else None,
         hook=e.hook,
         suppressed=e.suppressed,
+        cause=e.cause,
+        nf_hook=e.nf_hook,
+        nf_pf=e.nf_pf,
     )
 
 

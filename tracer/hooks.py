@@ -2,6 +2,7 @@
 
 kfree_skb is tried as tp_btf, then raw_tp, then the classic tracepoint: the first the kernel
 accepts is used and the others are reported once as unavailable, with libbpf's reason.
+The cause hooks (tracer.causes) load with it where the kernel allows and are attached first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tracer import abi, libbpf
+from tracer import abi, causes, libbpf
 from tracer.errors import BpfObjectMissing, HookUnavailable
 
 Network = IPv4Network | IPv6Network
@@ -46,6 +47,7 @@ class Filters:
     reasons: tuple[int, ...] = ()
     ifindex: int = 0
     ignore: tuple[tuple[int, int], ...] = ()  # [start, end) code ranges that free non-packets
+    nf_span: tuple[int, int] | None = None  # nf_hook_slow's code; None: read from kallsyms
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Stats:
 class HookReport:
     active: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)  # one line each: hook and why
+    # Cause hooks not attached: needed only where kfree_skb gives no reason (before 5.17).
+    optional: list[str] = field(default_factory=list)
 
 
 def object_path(name: str = "drop.bpf.o") -> Path:
@@ -86,6 +90,12 @@ def _why(err: OSError) -> str:
         (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
     )
     return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
+
+
+def _nf_span() -> tuple[int, int] | None:
+    from tracer.enrich.kernel import KernelSymbols  # kallsyms: only read when it is needed
+
+    return KernelSymbols().span("nf_hook_slow")
 
 
 class DropTracer:
@@ -124,22 +134,30 @@ class DropTracer:
         for hook, _ in KFREE_SKB_VARIANTS[:start]:
             self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
         for hook, program in KFREE_SKB_VARIANTS[start:]:
-            libbpf.take_log()
-            obj = libbpf.BpfObject(path)
-            try:
-                for _, other in KFREE_SKB_VARIANTS:
-                    obj.set_autoload(other, other == program)
-                obj.set_max_entries("events", ring_bytes)
-                obj.set_max_entries("recorder", record_slots)
-                obj.load()
-                abi.check_layout(obj.btf_struct_size)
-            except OSError as err:
-                obj.close()
-                self.hooks.unavailable.append(f"{hook}: {_why(err)}")
-                continue
-            self._stack.callback(obj.close)
-            self.hooks.active.append(hook)
-            return obj, program
+            for plan in causes.plans():
+                libbpf.take_log()
+                obj = libbpf.BpfObject(path)
+                try:
+                    for _, other in KFREE_SKB_VARIANTS:
+                        obj.set_autoload(other, other == program)
+                    for cause_prog, on in causes.programs(plan).items():
+                        obj.set_autoload(cause_prog, on)
+                    obj.set_max_entries("events", ring_bytes)
+                    obj.set_max_entries("recorder", record_slots)
+                    obj.load()
+                    abi.check_layout(obj.btf_struct_size)
+                except OSError as err:
+                    obj.close()
+                    if plan:  # retry without these optional programs
+                        refused = ", ".join(causes.programs_of(plan[0]))
+                        self.hooks.optional.append(f"{refused}: {_why(err)}")
+                        continue
+                    self.hooks.unavailable.append(f"{hook}: {_why(err)}")
+                    break
+                self._stack.callback(obj.close)
+                self.hooks.active.append(hook)
+                self._cause_plan = plan
+                return obj, program
         raise HookUnavailable(
             "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
         )
@@ -175,6 +193,12 @@ class DropTracer:
         cfg.flow_limit = flow_limit
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
+        # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
+        on, self._cause_links = causes.attach(
+            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.optional, _why
+        )
+        nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
+        causes.configure(cfg, on, nf_span)
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
         # Attach last: filters are in place before the first event can fire.
         self._link = self._stack.enter_context(obj.attach(program))
@@ -184,6 +208,8 @@ class DropTracer:
         for name in maps:
             self._obj.map(name).pin(directory / name)
         self._link.pin(directory / "link")
+        for name, link in self._cause_links:  # else the recorder's parked drops never finish
+            link.pin(directory / f"link-{name}")
 
     def __enter__(self) -> Self:
         return self

@@ -45,6 +45,9 @@ class Drop:
     icmp_code: int | None
     hook: int
     suppressed: int = 0  # identical drops of this flow not streamed before this one
+    cause: int = 0  # DT_HOOK_RPFILTER/NETFILTER: that hook saw the drop decided (events.h)
+    nf_hook: int = 0  # with cause NETFILTER: NF_INET_* hook
+    nf_pf: int = 0  # with cause NETFILTER: NFPROTO_* family
 
 
 @dataclass(frozen=True, slots=True)

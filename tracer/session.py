@@ -87,7 +87,11 @@ def run(
     stream_rate: int = DEFAULT_STREAM_RATE,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
-    filters = replace(filters, ignore=enricher.symbols.non_packet_spans())
+    filters = replace(
+        filters,
+        ignore=enricher.symbols.non_packet_spans(),
+        nf_span=enricher.symbols.span("nf_hook_slow"),
+    )
     try:
         return _trace(
             filters,
@@ -119,6 +123,8 @@ def _trace(
     deadline = started + limits.duration if limits.duration is not None else None
     interrupted = False
     with DropTracer(filters, ring_bytes, flow_limit=flow_limit) as tracer:
+        if not enricher.reasons.available:  # then the cause hooks are what names a drop
+            tracer.hooks.unavailable.extend(tracer.hooks.optional)
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()

@@ -9,6 +9,7 @@ from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any
 
+from tracer.enrich import cause
 from tracer.enrich.evidence import Evidence
 from tracer.enrich.ifaces import IfaceNames
 from tracer.enrich.kernel import DropReasons, KernelSymbols
@@ -40,10 +41,10 @@ class Enricher:
         self.nftrace.close()
 
     def facts(self, drop: Drop) -> Facts:
-        reason = self.reasons.name(drop.reason)
         location = self.symbols.name(drop.location)
+        reason, seen = cause.facts(drop, self.reasons.name(drop.reason), location)
         iface = self.ifaces.name(drop.netns, drop.ifindex)
-        evidence = self.evidence.gather(drop, reason, location, iface)
+        evidence = self.evidence.gather(drop, reason, location, iface) | seen
         rule = None
         ref = self.netns.lookup(drop.netns)
         if reason == "NETFILTER_DROP" and ref is not None:
