@@ -15,7 +15,7 @@ from tracer.model import Drop
 def drop(cause: int = 0, nf_hook: int = 0, nf_pf: int = 0) -> Drop:
     return Drop(0, 0, 0, 1, 2, 60, 0, 0x800, 17, IPv4Address("192.0.2.2"),
                 IPv4Address("198.51.100.2"), 40000, 5353, None, None, 1,
-                cause, nf_hook, nf_pf)  # fmt: skip
+                cause=cause, nf_hook=nf_hook, nf_pf=nf_pf)  # fmt: skip
 
 
 def test_fib_validate_source_exdev_is_an_rp_filter_drop_on_a_5_10_kernel() -> None:
