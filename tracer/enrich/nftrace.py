@@ -19,7 +19,6 @@ import re
 import socket
 import struct
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +37,11 @@ _TRACE_RULE, _TRACE_POLICY = 3, 1  # enum nft_trace_types
 _NF_DROP = 0
 _FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 _IPTABLES_FAMILY = {"ip": ("iptables-nft-save", "ipv4"), "ip6": ("ip6tables-nft-save", "ipv6")}
-_KEEP_S = 3.0  # how long a trace verdict may wait for its drop event
-_MAX_FLOWS = 64  # traced flows per namespace
-_RATE = "20/second"  # traced packets per flow: bounds the trace messages in a drop storm
+_KEEP_S = 10.0  # how long a flow's traced verdict names its drops before it is traced again
+_WAIT_S = 5.0  # how long a flow is traced waiting for another packet
+_MAX_FLOWS = 16  # flows traced at once per namespace
+_START_GAP_S = 0.2  # at most 5 flows a second start being traced per namespace
+_RATE = "5/second"  # traced packets per flow: bounds the trace messages in a drop storm
 _PROTOS = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 
 
@@ -187,36 +188,45 @@ def _addresses(header: bytes) -> tuple[IPAddress, IPAddress, int] | None:
 
 
 class _Namespace:
-    """The trace table and trace-group socket droptrace holds in one namespace."""
+    """The trace-group socket droptrace holds in one namespace, and its trace table.
+
+    Tracing is one-shot per flow: a flow is traced until one verdict for it comes, then its
+    verdict is reused for a while. The table exists only while some flow waits for its
+    verdict, so a drop storm does not pay for a trace rule on every packet.
+    """
 
     def __init__(self, ref: netns.NetnsRef, table: str) -> None:
         self.ref = ref
         self.table = table
-        self.flows: set[FlowKey] = set()
-        self.verdicts: deque[Verdict] = deque(maxlen=4096)
+        self.waiting: dict[FlowKey, float] = {}  # flow -> when its tracing started
+        self.known: dict[FlowKey, Verdict] = {}  # flow -> its latest traced drop verdict
         self.packets: dict[int, Packet] = {}
+        self.table_up = False
+        self.last_start = -_START_GAP_S
         self.sock = netns.run_in(ref.path, _trace_socket)
-        ok, err = netns.run_command(ref.path, "nft", "-f", "-", stdin=_table_script(table))
-        if not ok:
-            self.sock.close()
-            raise OSError(f"cannot add nft table {table}: {err}")
 
-    def trace(self, key: FlowKey) -> None:
-        if key in self.flows or len(self.flows) >= _MAX_FLOWS:
+    def trace(self, key: FlowKey, now: float) -> None:
+        if key in self.waiting or len(self.waiting) >= _MAX_FLOWS:
             return
+        if now - self.last_start < _START_GAP_S:
+            return  # many new flows at once (a storm): a few are traced, the rest counted
+        self.last_start = now
         ip = "ip" if key.src.version == 4 else "ip6"
         match = f"{ip} saddr {key.src} {ip} daddr {key.dst} meta l4proto {key.proto}"
         if key.dport is not None and key.proto in (6, 17, 132):
             match += f" th dport {key.dport}"
-        script = "".join(
+        script = "" if self.table_up else _table_script(self.table)
+        script += "".join(
             f"add rule inet {self.table} {chain} {match} limit rate {_RATE} meta nftrace set 1\n"
             for chain in ("pre", "out")
         )
-        netns.run_command(self.ref.path, "nft", "-f", "-", stdin=script)
-        self.flows.add(key)  # also when it failed: do not retry on every drop
+        ok, err = netns.run_command(self.ref.path, "nft", "-f", "-", stdin=script)
+        if not ok and not self.table_up:
+            raise OSError(f"cannot add nft table {self.table}: {err}")
+        self.table_up = True
+        self.waiting[key] = now  # also when the rule failed: do not retry on every drop
 
-    def read(self) -> None:
-        now = time.monotonic()
+    def read(self, now: float) -> None:
         while True:
             try:
                 data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
@@ -224,11 +234,22 @@ class _Namespace:
                 break
             except OSError:  # ENOBUFS: a burst overran the buffer; later packets still come
                 continue
-            self.verdicts.extend(parse_verdicts(data, now, self.packets))
+            for v in parse_verdicts(data, now, self.packets):
+                key = FlowKey(v.src, v.dst, v.proto, v.dport)
+                if len(self.known) > 4096:
+                    self.known.clear()
+                self.known[key] = v
+                self.waiting.pop(key, None)
+        for key, since in list(self.waiting.items()):
+            if now - since > _WAIT_S:
+                del self.waiting[key]  # no further packet of that flow came
+        if self.table_up and not self.waiting:
+            self.table_up = not remove_table(self.ref.path, self.table)
 
     def close(self) -> None:
         self.sock.close()
-        remove_table(self.ref.path, self.table)
+        if self.table_up:
+            remove_table(self.ref.path, self.table)
 
 
 def _trace_socket() -> socket.socket:
@@ -289,16 +310,17 @@ class NfTrace:
         space = self._space(ref)
         if space is None:
             return None
-        space.read()
         now = time.monotonic()
-        for v in reversed(space.verdicts):
-            if now - v.seen > _KEEP_S:
-                break
-            if (v.src, v.dst, v.proto) == (key.src, key.dst, key.proto) and (
-                v.dport == key.dport or key.dport is None
-            ):
-                return v
-        space.trace(key)
+        space.read(now)
+        known = space.known.get(key)
+        if known is not None and now - known.seen < _KEEP_S:
+            return known
+        try:
+            space.trace(key, now)
+        except OSError as err:
+            self.unavailable[ref.inode] = str(err)
+            self._spaces[ref.inode] = None
+            space.close()
         return None
 
     def _space(self, ref: netns.NetnsRef) -> _Namespace | None:
