@@ -9,6 +9,7 @@ APT_PACKAGES=(
   clang llvm bpftool libbpf-dev libbpf1 make   # BPF build (CO-RE object) and its loader library
   iproute2 iptables nftables   # lab topologies and rules (traffic is sent with python3)
   shellcheck python3-venv vagrant   # vagrant: `vagrant validate` of the multi-node lab
+  prometheus   # the tests scrape `droptrace serve` with a real Prometheus on loopback
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -121,6 +121,11 @@ def _netfilter(facts: Facts) -> Diagnosis:
     return Diagnosis(Category.NETFILTER, explanation, fix)
 
 
+def category_of(reason: str) -> Category:
+    """The category a reason alone implies, for drops no evidence was read for."""
+    return _BY_REASON.get(reason, (Category.OTHER, ""))[0]
+
+
 def _at(facts: Facts) -> str:
     return f"{facts.iface or '?'} in netns {facts.netns}"
 

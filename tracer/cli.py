@@ -464,6 +464,74 @@ def stop() -> None:
 
 @main.command()
 @click.option(
+    "--listen",
+    default="127.0.0.1:9750",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Serve /metrics and /healthz here (:PORT: every address).",
+)
+@click.option(
+    "--node",
+    envvar="NODE_NAME",
+    metavar="NAME",
+    help="The node label on every series and line  [default: $NODE_NAME, else the host name]",
+)
+@click.option(
+    "--max-series",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    metavar="N",
+    help='Label sets of droptrace_drops_total; beyond, drops are counted under "_other".',
+)
+@click.option(
+    "--flow-limit",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="JSON lines per second per flow on stdout; the metrics count every drop.",
+)
+@click.option(
+    "--netns", "netns_specs", multiple=True, metavar="NAME|PATH", help="Only this namespace."
+)
+@click.option("--ip", "cidrs", multiple=True, metavar="CIDR", help="Only from or to this network.")
+@one_line_errors
+def serve(
+    listen: str,
+    node: str | None,
+    max_series: int,
+    flow_limit: int,
+    netns_specs: tuple[str, ...],
+    cidrs: tuple[str, ...],
+) -> None:
+    """Run as a node agent: Prometheus metrics, health, and JSON lines, until SIGTERM."""
+    import socket
+
+    from tracer import serve as agent
+
+    address = agent.parse_listen(listen)
+    networks = _networks(cidrs)
+    known = _checks()
+    filters = _filters(known, netns_specs, networks)
+    pods = PodIdentity.connect()
+    _mount_filesystems()
+    _sigterm_as_interrupt()
+    where = f"{address[0]}:{address[1]}"
+    agent.serve(
+        filters,
+        Enricher(known, pods),
+        address,
+        node or socket.gethostname(),
+        max_series,
+        flow_limit,
+        note=lambda line: _tell([line]),
+        on_ready=lambda: _tell([*pods.notes, f"serving /metrics and /healthz on {where}"]),
+    )
+
+
+@main.command()
+@click.option(
     "--netns",
     "netns_spec",
     default="host",

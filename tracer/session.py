@@ -85,8 +85,12 @@ def run(
     show_benign: bool = False,
     flow_limit: int = DEFAULT_FLOW_LIMIT,
     stream_rate: int = DEFAULT_STREAM_RATE,
+    on_tracer: Callable[[DropTracer | None], None] | None = None,
 ) -> Summary:
-    """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached."""
+    """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached.
+
+    on_tracer gets the live tracer once attached (e.g. to read its counters from another
+    thread) and None before it closes."""
     filters = replace(
         filters,
         ignore=enricher.symbols.non_packet_spans(),
@@ -103,6 +107,7 @@ def run(
             show_benign,
             flow_limit,
             stream_rate,
+            on_tracer or (lambda _: None),
         )
     finally:
         enricher.close()
@@ -118,6 +123,7 @@ def _trace(
     show_benign: bool,
     flow_limit: int,
     stream_rate: int,
+    on_tracer: Callable[[DropTracer | None], None],
 ) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
@@ -130,6 +136,7 @@ def _trace(
             on_ready()
 
         explainer = _Explainer(enricher, sink, show_benign, limits.count)
+        on_tracer(tracer)
 
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
@@ -160,6 +167,8 @@ def _trace(
             pass
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            on_tracer(None)
         shown, behind = explainer.finish()
         totals: Counter[str] = Counter()
         by_netns: dict[int, Counter[str]] = {}

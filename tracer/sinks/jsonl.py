@@ -43,9 +43,15 @@ def to_json(item: AttributedDrop) -> dict[str, Any]:
 
 
 class JsonLines:
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self._out = out
         self._err = err
+        self._extra = extra or {}  # fields added to every line (serve: the node)
 
     def start(self, hooks: HookReport) -> None:
         for line in hooks.unavailable:
@@ -53,7 +59,8 @@ class JsonLines:
         print(f"droptrace: tracing with {', '.join(hooks.active)}", file=self._err, flush=True)
 
     def drop(self, item: AttributedDrop) -> None:
-        self._out.write(json.dumps(to_json(item), separators=(",", ":")) + "\n")
+        obj = to_json(item) | self._extra if self._extra else to_json(item)
+        self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
         self._out.flush()  # once per batch: one write(2) for many lines in a storm
