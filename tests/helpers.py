@@ -17,6 +17,7 @@ from typing import Any
 
 _seq = count()
 MakeNetns = Callable[[str], str]
+LabUp = Callable[[str], str]  # `droptrace lab up SCENARIO` -> its prefix
 # How many times slower than the host this runs: an emulated kernel of `make test-kernels`.
 SLOW = float(os.environ.get("DROPTRACE_TEST_SLOW", "1"))
 
@@ -29,6 +30,11 @@ def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
 def unique_name(tag: str) -> str:
     """Namespace names that never collide between tests or concurrent runs."""
     return f"dt-{tag}-{os.getpid() % 100000}-{next(_seq)}"
+
+
+def lab_prefix() -> str:
+    """A lab prefix of its own for each test (`droptrace lab ... --prefix`)."""
+    return "dtlab-" + unique_name("t").removeprefix("dt-") + "-"
 
 
 def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:

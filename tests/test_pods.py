@@ -6,45 +6,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Droptrace, run_cli, send_udp
+from tests.helpers import Droptrace, LabUp, lab_prefix, run_cli, send_udp
 from tests.kubeapi import KubeApi, pod, service, write_kubeconfig
-from tests.test_lab import lab_prefix
 from tracer.lab import labpods
 
 pytestmark = pytest.mark.root
 
 # No kubeconfig: the node-local path alone (the machine's own config, if any, is not used).
 NO_API = {"KUBECONFIG": "/nonexistent/kubeconfig"}
-LabUp = Callable[[str], str]
 
 
 def k8s_ns(prefix: str) -> str:
     """The lab's Kubernetes namespace (lib.sh lab_k8s_ns)."""
     return prefix.removesuffix("-")
-
-
-@pytest.fixture
-def lab_up() -> Iterator[LabUp]:
-    """`droptrace lab up SCENARIO` under a fresh prefix; `lab down` afterwards, always."""
-    prefixes: list[str] = []
-
-    def up(name: str) -> str:
-        prefix = lab_prefix()
-        prefixes.append(prefix)
-        res = run_cli("lab", "up", name, "--prefix", prefix)
-        assert res.rc == 0, res.stderr
-        return prefix
-
-    try:
-        yield up
-    finally:
-        for prefix in prefixes:
-            run_cli("lab", "down", "--prefix", prefix)
 
 
 # (scenario, role of the dropped packet's source pod, of its destination pod, category,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Droptrace, MakeNetns, run_cli, send_udp, sh
+from tests.helpers import Droptrace, LabUp, MakeNetns, run_cli, send_udp, sh
 
 pytestmark = pytest.mark.root
 
@@ -33,6 +33,8 @@ def _get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+    except OSError:  # not listening yet
+        return 0, ""
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
@@ -175,3 +177,24 @@ def test_port_in_use_is_one_line_and_loads_nothing() -> None:
     assert res.rc != 0
     lines = res.stderr.strip().splitlines()
     assert lines == [f"droptrace: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_drops_of_a_local_pod_carry_its_namespace_and_name(lab_up: LabUp) -> None:
+    prefix = lab_up("no-route")
+    ns = prefix.removesuffix("-")  # the lab's Kubernetes namespace
+    port = _free_port()
+    args = ("serve", "--listen", f"127.0.0.1:{port}", "--ip", "198.18.1.2/32")
+    with Droptrace(*args, env={"KUBECONFIG": "/nonexistent/kubeconfig"}) as dt:
+        send_udp(prefix + "pod-a", "198.18.1.1", 9, n=4)  # NO_SOCKET on node1, from pod-a
+        deadline = time.monotonic() + 15
+        drops: dict[str, float] = {}
+        while time.monotonic() < deadline and sum(drops.values()) < 4:
+            time.sleep(0.5)
+            drops = _samples(_get(f"http://127.0.0.1:{port}/metrics")[1], "droptrace_drops_total")
+        dt.proc.send_signal(signal.SIGTERM)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    [(labels, n)] = drops.items()
+    assert n == 4
+    assert f'namespace="{ns}"' in labels and 'pod="pod-a"' in labels, labels
+    assert 'reason="NO_SOCKET"' in labels
