@@ -55,8 +55,14 @@ fi
 start=$SECONDS
 rm -rf "$WORK"
 mkdir -p "$WORK/wheels"
-cleanup() { [ "${KEEP_ROOTFS:-0}" = 1 ] || rm -rf "$WORK"; }
+# setuptools builds the wheel through build/lib, and packages whatever an earlier build left
+# there (a module since deleted, say): start from nothing and leave nothing.
+cleanup() {
+  rm -rf build/lib build/bdist.*
+  [ "${KEEP_ROOTFS:-0}" = 1 ] || rm -rf "$WORK"
+}
 trap cleanup EXIT
+rm -rf build/lib build/bdist.*
 
 echo "==> wheels (droptrace with its BPF object, and its dependencies)"
 .venv/bin/pip wheel -q --disable-pip-version-check -w "$WORK/wheels" . 2> >(grep -v '^WARNING: Location' >&2)
