@@ -10,7 +10,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
 
-.PHONY: all install demo test test-kernels lint bpf bench clean
+.PHONY: all install demo test test-kernels lint bpf bench image clean
 
 all: install
 
@@ -31,6 +31,11 @@ bench: install
 KERNELS ?= 5.10 6.1 6.12
 test-kernels: install
 	@KERNELS="$(KERNELS)" bash scripts/test-kernels.sh
+
+# The node agent's container image, localhost/droptrace:dev (root, Debian 12, a few minutes;
+# downloads Debian packages). Not part of `make test`. IMAGE_ARCHIVE=FILE also saves it.
+image: install
+	@bash scripts/image.sh
 
 lint: install
 	$(VENV)/bin/ruff check tracer tests bench scripts

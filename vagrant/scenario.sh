@@ -6,6 +6,8 @@
 #   ./scenario.sh undo SCENARIO         repair them
 #   ./scenario.sh run SCENARIO          workload + fault + failing traffic + droptrace's
 #                                       diagnosis on the node, then undo and clean up
+#   ./scenario.sh agent SCENARIO        the same, diagnosed by the node agent (the DaemonSet
+#                                       of deploy/): its droptrace_drops_total must grow
 #
 # The fault is tracer/lab/scenarios/<name>/fault.sh, the same script the netns lab runs;
 # here it runs as root on a real node, from the /droptrace synced folder, with the env
@@ -28,8 +30,13 @@ REPO=/droptrace                        # the repository on every node
 NODE_ENV=/etc/droptrace-lab.env        # node facts written by provision/common.sh
 OUT=/var/tmp/droptrace-lab.jsonl       # droptrace's JSON lines on the watching node
 ERR=/var/tmp/droptrace-lab.err
-SCENARIOS=(rp-filter-masquerade metallb-asymmetric bridge-nf-hairpin
-  iptables-corrupt-firewall ip-forward-off no-route)
+AGENT_NS=droptrace                     # the node agent (deploy/): namespace, label, port
+AGENT_LABEL=app.kubernetes.io/name=droptrace
+AGENT_PORT=9750
+# One source of truth: the scenarios are the folders of tracer/lab/scenarios (each needs an
+# entry in the table below; `list` fails for one without).
+mapfile -t SCENARIOS < <(cd ../tracer/lab/scenarios && for f in */fault.sh; do echo "${f%/fault.sh}"; done)
+[ "${#SCENARIOS[@]}" -gt 0 ] || { echo "scenario.sh: no scenarios in ../tracer/lab/scenarios" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
 # The one scenario table. For each scenario:
@@ -283,6 +290,37 @@ cmd_list() {
   done
 }
 
+# Inject the fault and send the failing traffic; undo on an early exit. A LOCKOUT node is
+# waited for until it has undone the fault itself and is back on the network.
+exercise() {
+  if [ "$KEEP" != 1 ] && [ "$LOCKOUT" != 1 ]; then
+    trap 'say "stopped early: undoing the fault"; faults undo || true' EXIT
+  fi
+  local injected=$SECONDS back
+  faults inject
+  if [ "$LOCKOUT" = 1 ]; then sleep 5; fi # the scheduled inject
+  traffic
+  if [ "$LOCKOUT" = 1 ]; then
+    back=$((injected + HOLD + 10 - SECONDS))
+    say "waiting ${back}s for $WATCH to undo the fault and come back"
+    if [ "$back" -gt 0 ]; then sleep "$back"; fi
+  fi
+}
+
+finish() { # undo the fault and delete the workload, unless KEEP=1
+  trap - EXIT
+  if [ "$KEEP" = 1 ]; then
+    say "KEEP=1: fault and workload left in place; './scenario.sh undo $SCENARIO' repairs"
+    return 0
+  fi
+  if [ "$LOCKOUT" = 1 ]; then # the node undid the fault itself
+    if [ ${#AFTER[@]} -gt 0 ]; then node_steps "${AFTER[@]}"; fi
+  else
+    faults undo
+  fi
+  workload delete
+}
+
 cmd_run() {
   local watch_s=$DURATION result=0
   [ "$LOCKOUT" = 1 ] && watch_s=$((HOLD + 15))
@@ -290,46 +328,70 @@ cmd_run() {
   workload apply
   watch_start "$watch_s"
   sleep 5 # loading and attaching the BPF programs
-  if [ "$KEEP" != 1 ] && [ "$LOCKOUT" != 1 ]; then
-    trap 'say "stopped early: undoing the fault"; faults undo || true' EXIT
-  fi
-  local injected=$SECONDS
-  faults inject
-  [ "$LOCKOUT" = 1 ] && sleep 5 # the scheduled inject
-  traffic
+  exercise
   mkdir -p .lab
-  local file=".lab/$SCENARIO-$WATCH.jsonl" back
-  if [ "$LOCKOUT" = 1 ]; then
-    back=$((injected + HOLD + 10 - SECONDS))
-    say "waiting ${back}s for $WATCH to undo the fault and come back"
-    [ "$back" -le 0 ] || sleep "$back"
-  fi
+  local file=".lab/$SCENARIO-$WATCH.jsonl"
   watch_collect "$watch_s" "$file"
-  trap - EXIT
   report "$file" || result=1
-  if [ "$KEEP" = 1 ]; then
-    say "KEEP=1: fault and workload left in place; './scenario.sh undo $SCENARIO' repairs"
-  else
-    if [ "$LOCKOUT" = 1 ]; then # the node undid the fault itself
-      if [ ${#AFTER[@]} -gt 0 ]; then node_steps "${AFTER[@]}"; fi
-    else
-      faults undo
-    fi
-    workload delete
-  fi
+  finish
   return "$result"
 }
 
-[ $# -eq 2 ] || [ "${1:-}" = list ] || die "usage: $0 list | inject|undo|run SCENARIO"
+agent_pod() { # NODE: the name of the droptrace agent's pod there
+  kc -n "$AGENT_NS" get pod -l "$AGENT_LABEL" --field-selector "spec.nodeName=$1" \
+    -o "'jsonpath={.items[0].metadata.name}'"
+}
+
+agent_metrics() { # NODE: the agent's /metrics, read on the node (it listens on the node's address)
+  on "$1" "set -a && . $NODE_ENV && set +a && curl -fsS -m 5 http://\$NODE_IP:$AGENT_PORT/metrics"
+}
+
+agent_drops() { # NODE CATEGORY: droptrace_drops_total of that category, summed over its labels
+  agent_metrics "$1" | awk -v want="category=\"$2\"" '/^droptrace_drops_total\{/ && index($0, want) {
+      v = $0; sub(/^[^}]*\}[ \t]+/, "", v); split(v, f, /[ \t]+/); n += f[1] }
+    END { printf "%d\n", n }'
+}
+
+cmd_agent() {
+  local pod before after result=0 started=$SECONDS
+  sync_repo
+  pod=$(agent_pod "$WATCH")
+  [ -n "$pod" ] || die "no droptrace agent on $WATCH: kubectl apply -k deploy/ (vagrant provision cp --provision-with agent)"
+  kc -n "$AGENT_NS" wait --for=condition=Ready "pod/$pod" --timeout=120s >/dev/null
+  workload apply
+  before=$(agent_drops "$WATCH" "$EXPECT")
+  say "$WATCH: agent $pod counts $before $EXPECT drop(s) before the fault"
+  exercise
+  sleep 5 # the agent explains drops on a thread of its own
+  after=$(agent_drops "$WATCH" "$EXPECT")
+  mkdir -p .lab
+  local file=".lab/$SCENARIO-$WATCH-agent.jsonl"
+  kc -n "$AGENT_NS" logs "$pod" -c droptrace --since="$((SECONDS - started + 10))s" >"$file" || true
+  echo
+  say "agent $pod on $WATCH: droptrace_drops_total{category=\"$EXPECT\"} $before -> $after (its JSON lines in vagrant/$file)"
+  grep -E "\"category\": ?\"$EXPECT\"" "$file" | head -n 3 || true
+  if [ "$after" -gt "$before" ]; then
+    say "PASS: the agent counted $((after - before)) drop(s) as $EXPECT"
+  else
+    say "FAIL: the agent counted no new $EXPECT drop; its counters and hooks:"
+    agent_metrics "$WATCH" | grep -E '^droptrace_(drops_total|hook_active)' | head -n 20 || true
+    result=1
+  fi
+  finish
+  return "$result"
+}
+
+[ $# -eq 2 ] || [ "${1:-}" = list ] || die "usage: $0 list | inject|undo|run|agent SCENARIO"
 case "$1" in
   list) cmd_list ;;
-  inject | undo | run)
+  inject | undo | run | agent)
     SCENARIO=$2
     scenario_table "$SCENARIO"
     case "$1" in
       inject) sync_repo; faults inject ;;
       undo) faults undo ;;
       run) cmd_run ;;
+      agent) cmd_agent ;;
     esac ;;
-  *) die "usage: $0 list | inject|undo|run SCENARIO" ;;
+  *) die "usage: $0 list | inject|undo|run|agent SCENARIO" ;;
 esac
