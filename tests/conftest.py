@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import loaded_droptrace_programs, sh, unique_name
+from tests.helpers import LabUp, lab_prefix, loaded_droptrace_programs, run_cli, sh, unique_name
 
 # The flight recorder pins under its own directory per test run, so concurrent runs (or a
 # recorder a user left running) are never stopped by a test.
@@ -55,3 +55,22 @@ def nothing_left_loaded(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     after = loaded_droptrace_programs(at_most=before)
     assert len(after) <= before, f"BPF programs left loaded: {after}"
+
+
+@pytest.fixture
+def lab_up() -> Iterator[LabUp]:
+    """`droptrace lab up SCENARIO` under a fresh prefix; `lab down` afterwards, always."""
+    prefixes: list[str] = []
+
+    def up(name: str) -> str:
+        prefix = lab_prefix()
+        prefixes.append(prefix)
+        res = run_cli("lab", "up", name, "--prefix", prefix)
+        assert res.rc == 0, res.stderr
+        return prefix
+
+    try:
+        yield up
+    finally:
+        for prefix in prefixes:
+            run_cli("lab", "down", "--prefix", prefix)

@@ -11,15 +11,11 @@ import time
 
 import pytest
 
-from tests.helpers import run_cli, unique_name
+from tests.helpers import lab_prefix, run_cli
 from tracer.lab.runner import lab_namespaces
 from tracer.lab.scenarios import SCENARIOS, Scenario
 
 pytestmark = pytest.mark.root
-
-
-def lab_prefix() -> str:
-    return "dtlab-" + unique_name("t").removeprefix("dt-") + "-"
 
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=[s.name for s in SCENARIOS])
