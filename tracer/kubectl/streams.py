@@ -176,6 +176,7 @@ class Streams:
                 self._collect(0.2, on_end)
         except KeyboardInterrupt:
             self._stop(on_end)
+        self._tell(on_end)  # those that ended after the last look
         return [_ended(c) for c in self._children]
 
     def _running(self) -> list[_Child]:
@@ -186,14 +187,17 @@ class Streams:
         deadline = time.monotonic() + seconds
         while True:
             self._wake.clear()
-            for c in self._children:
-                if c.done and not c.told:
-                    c.told = True
-                    on_end(_ended(c))
+            self._tell(on_end)
             left = deadline - time.monotonic()
             if not self._running() or left <= 0:
                 return
             self._wake.wait(min(left, 0.2))
+
+    def _tell(self, on_end: Callable[[Ended], None]) -> None:
+        for c in self._children:
+            if c.done and not c.told:
+                c.told = True
+                on_end(_ended(c))
 
     def _stop(self, on_end: Callable[[Ended], None]) -> None:
         for c in self._running():
