@@ -6,14 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import (
-    LabUp,
-    lab_prefix,
-    loaded_droptrace_programs,
-    run_cli,
-    sh,
-    unique_name,
-)
+from tests.helpers import LabUp, lab_prefix, loaded_droptrace_programs, run_cli, sh, unique_name
 
 # The flight recorder pins under its own directory per test run, so concurrent runs (or a
 # recorder a user left running) are never stopped by a test.

@@ -17,7 +17,7 @@ from typing import Any
 
 _seq = count()
 MakeNetns = Callable[[str], str]
-LabUp = Callable[[str], str]  # `droptrace lab up SCENARIO` -> its prefix
+LabUp = Callable[[str], str]  # the lab_up fixture: scenario -> its prefix
 # How many times slower than the host this runs: an emulated kernel of `make test-kernels`.
 SLOW = float(os.environ.get("DROPTRACE_TEST_SLOW", "1"))
 
@@ -33,8 +33,23 @@ def unique_name(tag: str) -> str:
 
 
 def lab_prefix() -> str:
-    """A lab prefix of its own for each test (`droptrace lab ... --prefix`)."""
+    """A `droptrace lab` namespace prefix of this test alone."""
     return "dtlab-" + unique_name("t").removeprefix("dt-") + "-"
+
+
+def k8s_ns(prefix: str) -> str:
+    """The lab's Kubernetes namespace (lib.sh lab_k8s_ns)."""
+    return prefix.removesuffix("-")
+
+
+def lab_pod_uid(prefix: str, role: str) -> str:
+    """The UID of lab pod `role` (its kubelet directory's name), for an API to serve it."""
+    from tracer.lab import labpods
+
+    for d in labpods.pod_dirs(prefix):
+        if f"netns={prefix}{role}\n" in (d / labpods.MARKER).read_text():
+            return d.name
+    raise AssertionError(f"no lab pod {role}")
 
 
 def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:
@@ -71,7 +86,8 @@ class Result:
 
 
 class Droptrace:
-    """`python -m tracer ARGS` in the background; ready once it says it is tracing.
+    """`python -m tracer ARGS` (or `program ARGS`) in the background; ready once it says it
+    is tracing.
 
     Threads drain stdout and stderr as lines arrive: a buffered readline() next to select()
     would hide lines already read into Python's buffer, and a full pipe would stall it.
@@ -79,9 +95,11 @@ class Droptrace:
 
     READY = "tracing with"
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, program: list[str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer", *args],
+            [*(program or [sys.executable, "-m", "tracer"]), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -118,6 +136,14 @@ class Droptrace:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def wait_for(self, text: str, times: int = 1, timeout: float = 30) -> None:
+        """Until stderr has shown `text` on `times` lines (e.g. several tracers started)."""
+        deadline = time.monotonic() + timeout * SLOW
+        while sum(text in line for line in list(self._err)) < times:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"no {times} x {text!r} in: {''.join(self._err)}")
+            time.sleep(0.1)
 
     def interrupt(self) -> None:
         self.proc.send_signal(signal.SIGINT)

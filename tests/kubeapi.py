@@ -3,7 +3,10 @@
 It serves GET /api/v1/pods and /api/v1/services as PodList/ServiceList (with a list
 resourceVersion) and, with ?watch=true, a stream of watch events (one JSON object per
 line: {"type": ADDED|MODIFIED|DELETED, "object": ...}) after the requested
-resourceVersion, as the API server does. Only the test's own objects: no kubelet, no etcd.
+resourceVersion, as the API server does; lists of one namespace
+(/api/v1/namespaces/NS/pods) with equality label and field selectors; and one object by
+name (/api/v1/namespaces/NS/pods/NAME), a Status with code 404 when there is none. Only
+the test's own objects: no kubelet, no etcd.
 """
 
 from __future__ import annotations
@@ -20,14 +23,26 @@ from urllib.parse import parse_qs, urlparse
 _KINDS = {"pods": "Pod", "services": "Service"}
 
 
-def pod(namespace: str, name: str, ip: str, uid: str | None = None) -> dict[str, Any]:
+def pod(
+    namespace: str, name: str, ip: str, uid: str | None = None, node: str = "lab"
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4())},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}], "nodeName": "lab"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}], "nodeName": node},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
     }
+
+
+def agent(name: str, node: str, ip: str, phase: str = "Running") -> dict[str, Any]:
+    """A droptrace agent pod as deploy/'s DaemonSet makes them: host network, one a node."""
+    obj = pod("droptrace", name, ip, node=node)
+    obj["metadata"]["labels"] = {"app.kubernetes.io/name": "droptrace"}
+    obj["spec"]["containers"] = [{"name": "droptrace", "image": "droptrace:dev"}]
+    obj["spec"]["hostNetwork"] = True
+    obj["status"]["phase"] = phase
+    return obj
 
 
 def service(namespace: str, name: str, cluster_ip: str) -> dict[str, Any]:
@@ -82,9 +97,9 @@ class KubeApi:
         self._server.shutdown()
         self._server.server_close()
 
-    def kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig pointing at this server (JSON is YAML)."""
-        return write_kubeconfig(path, self.url)
+    def kubeconfig(self, path: Path, namespace: str | None = None) -> Path:
+        """A kubeconfig pointing at this server (JSON is YAML), its context in `namespace`."""
+        return write_kubeconfig(path, self.url, namespace)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -95,27 +110,61 @@ class KubeApi:
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
-                resource = url.path.rsplit("/", 1)[-1]
-                if url.path not in ("/api/v1/pods", "/api/v1/services"):
-                    self.send_error(404)
-                    return
                 query = parse_qs(url.query)
-                if query.get("watch") == ["true"]:
-                    since = int((query.get("resourceVersion") or ["0"])[0] or 0)
-                    self._watch(resource, since)
-                else:
-                    self._list(resource)
+                parts = url.path.strip("/").split("/")
+                match parts:
+                    case ["api", "v1", resource] if resource in _KINDS:
+                        if query.get("watch") == ["true"]:
+                            since = int((query.get("resourceVersion") or ["0"])[0] or 0)
+                            self._watch(resource, since)
+                        else:
+                            self._list(resource, None, query)
+                    case ["api", "v1", "namespaces", ns, resource] if resource in _KINDS:
+                        self._list(resource, ns, query)
+                    case ["api", "v1", "namespaces", ns, resource, name] if resource in _KINDS:
+                        self._get(resource, ns, name)
+                    case _:
+                        self.send_error(404)
 
-            def _list(self, resource: str) -> None:
+            def _list(self, resource: str, ns: str | None, query: dict[str, list[str]]) -> None:
+                labels = _selector(query.get("labelSelector"))
+                fields = _selector(query.get("fieldSelector"))
                 with api._lock:
+                    objs = api._objects[resource].values()
+                    items = [o for o in objs if _matches(o, ns, labels, fields)]
                     body = {
                         "apiVersion": "v1",
                         "kind": _KINDS[resource] + "List",
                         "metadata": {"resourceVersion": str(api._rv)},
-                        "items": list(api._objects[resource].values()),
+                        "items": items,
                     }
+                self._send(200, body)
+
+            def _get(self, resource: str, ns: str, name: str) -> None:
+                with api._lock:
+                    hits = [
+                        o
+                        for o in api._objects[resource].values()
+                        if o["metadata"]["namespace"] == ns and o["metadata"]["name"] == name
+                    ]
+                if hits:
+                    self._send(200, hits[0])
+                    return
+                self._send(
+                    404,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Status",
+                        "status": "Failure",
+                        "message": f'{resource} "{name}" not found',
+                        "reason": "NotFound",
+                        "code": 404,
+                    },
+                )
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -139,13 +188,43 @@ class KubeApi:
         return Handler
 
 
-def write_kubeconfig(path: Path, server: str) -> Path:
+def _selector(values: list[str] | None) -> dict[str, str]:
+    """`a=b,c==d` (equality only: what the tests' clients send)."""
+    out = {}
+    for term in ",".join(values or []).split(","):
+        if term:
+            key, _, value = term.partition("=")
+            out[key] = value.removeprefix("=")
+    return out
+
+
+def _matches(
+    obj: dict[str, Any], ns: str | None, labels: dict[str, str], fields: dict[str, str]
+) -> bool:
+    meta = obj["metadata"]
+    return (
+        ns in (None, meta["namespace"])
+        and all(meta.get("labels", {}).get(k) == v for k, v in labels.items())
+        and all(_field(obj, k) == v for k, v in fields.items())
+    )
+
+
+def _field(obj: dict[str, Any], path: str) -> str | None:
+    """A field selector's field, e.g. spec.nodeName."""
+    value: Any = obj
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return None if value is None else str(value)
+
+
+def write_kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
+    context = {"cluster": "lab", "user": "lab"} | ({"namespace": namespace} if namespace else {})
     conf = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "lab", "cluster": {"server": server}}],
         "users": [{"name": "lab", "user": {}}],
-        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+        "contexts": [{"name": "lab", "context": context}],
         "current-context": "lab",
     }
     path.write_text(json.dumps(conf))

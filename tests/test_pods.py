@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Droptrace, LabUp, lab_prefix, run_cli, send_udp
+from tests.helpers import Droptrace, LabUp, k8s_ns, lab_pod_uid, lab_prefix, run_cli, send_udp
 from tests.kubeapi import KubeApi, pod, service, write_kubeconfig
 from tracer.lab import labpods
 
@@ -18,11 +18,6 @@ pytestmark = pytest.mark.root
 
 # No kubeconfig: the node-local path alone (the machine's own config, if any, is not used).
 NO_API = {"KUBECONFIG": "/nonexistent/kubeconfig"}
-
-
-def k8s_ns(prefix: str) -> str:
-    """The lab's Kubernetes namespace (lib.sh lab_k8s_ns)."""
-    return prefix.removesuffix("-")
 
 
 # (scenario, role of the dropped packet's source pod, of its destination pod, category,
@@ -128,19 +123,12 @@ def test_pod_in_two_namespaces_is_one_line_listing_them(lab_up: LabUp) -> None:
     assert "-n" in res.stderr and "Traceback" not in res.stderr
 
 
-def _lab_uid(prefix: str, role: str) -> str:
-    for d in labpods.pod_dirs(prefix):
-        if f"netns={prefix}{role}\n" in (d / labpods.MARKER).read_text():
-            return d.name
-    raise AssertionError(f"no lab pod {role}")
-
-
 def test_api_names_pods_and_services_and_follows_a_reused_ip(
     lab_up: LabUp,
     tmp_path: Path,
 ) -> None:
     prefix = lab_up("ip-forward-off")
-    old = pod("shop", "web-old", "198.18.1.2", uid=_lab_uid(prefix, "pod-a"))
+    old = pod("shop", "web-old", "198.18.1.2", uid=lab_pod_uid(prefix, "pod-a"))
     api = KubeApi([old], [service("shop", "web", "198.19.0.10")])
     try:
         env = {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Droptrace, LabUp, MakeNetns, run_cli, send_udp, sh
+from tests.helpers import Droptrace, LabUp, MakeNetns, k8s_ns, run_cli, send_udp, sh
 
 pytestmark = pytest.mark.root
 
@@ -181,7 +181,7 @@ def test_port_in_use_is_one_line_and_loads_nothing() -> None:
 
 def test_drops_of_a_local_pod_carry_its_namespace_and_name(lab_up: LabUp) -> None:
     prefix = lab_up("no-route")
-    ns = prefix.removesuffix("-")  # the lab's Kubernetes namespace
+    ns = k8s_ns(prefix)
     port = _free_port()
     args = ("serve", "--listen", f"127.0.0.1:{port}", "--ip", "198.18.1.2/32")
     with Droptrace(*args, env={"KUBECONFIG": "/nonexistent/kubeconfig"}) as dt:

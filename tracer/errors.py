@@ -63,3 +63,29 @@ class UnknownPod(UsageError):
 
 class AmbiguousPod(UsageError):
     pass
+
+
+class ApiUnreachable(DroptraceError):
+    """No Kubernetes configuration, or the API server did not answer (kubectl-droptrace)."""
+
+    exit_code = 69
+
+
+class ApiRefused(DroptraceError):
+    """The API server answered with an error other than 'not found' (e.g. RBAC)."""
+
+    exit_code = 1
+
+
+class NoAgent(DroptraceError):
+    """No droptrace agent runs where one is needed (kubectl-droptrace)."""
+
+    exit_code = 69
+
+
+class KubectlMissing(DroptraceError):
+    exit_code = 69
+
+
+class PodNotScheduled(DroptraceError):
+    """The pod has no node yet, so no agent can trace it."""

@@ -54,34 +54,44 @@ def _service(obj: Any) -> Service | None:
     return Service(meta.namespace, meta.name, ips)
 
 
+def api_client() -> tuple[Any, str]:
+    """A lightkube Client configured as everywhere in droptrace ($KUBECONFIG, else
+    ~/.kube/config, else the in-cluster service account), and the server it talks to.
+    Nothing is asked yet; ApiUnavailable when there is no usable configuration."""
+    # Imported here: droptrace without lightkube still names pods from the node.
+    from lightkube import Client, KubeConfig
+    from lightkube.core.exceptions import ConfigError
+
+    try:
+        config = KubeConfig.from_env()
+    except ConfigError as err:
+        raise ApiUnavailable(f"no kubeconfig or service account ({err})") from None
+    except Exception as err:  # a kubeconfig that does not parse must not stop droptrace
+        raise ApiUnavailable(f"unreadable kubeconfig ({type(err).__name__}: {err})") from None
+    import httpx2
+
+    current = config.get()
+    server = str(current.cluster.server) if current else "the API server"
+    # trust_env=False: the API server is reached directly, as the kubeconfig names it,
+    # not through whatever proxy a root shell's http(s)_proxy happens to name.
+    client = Client(config, timeout=httpx2.Timeout(_CONNECT_TIMEOUT_S), trust_env=False)
+    return client, server
+
+
 class ApiPods:
     """A connected client with its caches; the watches run in daemon threads."""
 
     def __init__(self) -> None:
-        # Imported here: droptrace without lightkube still names pods from the node.
-        from lightkube import ALL_NS, Client, KubeConfig
-        from lightkube.core.exceptions import ConfigError
+        from lightkube import ALL_NS
         from lightkube.resources.core_v1 import Pod as PodRes
         from lightkube.resources.core_v1 import Service as SvcRes
 
-        try:
-            config = KubeConfig.from_env()
-        except ConfigError as err:
-            raise ApiUnavailable(f"no kubeconfig or service account ({err})") from None
-        except Exception as err:  # a kubeconfig that does not parse must not stop droptrace
-            raise ApiUnavailable(f"unreadable kubeconfig ({type(err).__name__}: {err})") from None
-        import httpx2
-
+        self._client, self.server = api_client()
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}  # uid -> pod
         self._pod_ips: dict[IPAddress, str] = {}  # ip -> uid
         self._svcs: dict[str, Service] = {}  # namespace/name -> service
         self._svc_ips: dict[IPAddress, str] = {}
-        current = config.get()
-        self.server = str(current.cluster.server) if current else "the API server"
-        # trust_env=False: the API server is reached directly, as the kubeconfig names it,
-        # not through whatever proxy a root shell's http(s)_proxy happens to name.
-        self._client = Client(config, timeout=httpx2.Timeout(_CONNECT_TIMEOUT_S), trust_env=False)
         try:
             pods = self._client.list(PodRes, namespace=ALL_NS)
             for obj in pods:

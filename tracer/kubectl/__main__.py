@@ -1,0 +1,3 @@
+from tracer.kubectl.cli import main
+
+main()
