@@ -50,15 +50,17 @@ struct {
 	__type(value, struct dt_stash);
 } cause_stash SEC(".maps");
 
-static __always_inline void take_rp_hint(__u64 skb, struct drop_event *ev)
+/* DT_HOOK_RPFILTER if fib_validate_source failed for this skb, else 0. */
+static __always_inline __u8 take_rp_hint(__u64 skb)
 {
 	__u32 zero = 0;
 	__u64 *hint = bpf_map_lookup_elem(&rp_hint, &zero);
 
 	if (hint && *hint == skb) {
-		ev->cause = DT_HOOK_RPFILTER;
 		*hint = 0;
+		return DT_HOOK_RPFILTER;
 	}
+	return 0;
 }
 
 static __always_inline int park(__u64 skb, struct drop_event *ev)

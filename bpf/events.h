@@ -31,6 +31,9 @@
  * builds): user space fills them from kallsyms. */
 #define DT_IGNORE_NR 4
 
+/* Namespaces a filter compares directly, without a map lookup; more go to netns_filter. */
+#define DT_NETNS_FAST 4
+
 /* One dropped packet, as sent through the ring buffer. Addresses are IPv4 (first 4
  * bytes) or IPv6 per `family` (2 = AF_INET, 10 = AF_INET6, 0 = not IP). Ports are in
  * host order; for ICMP, sport = type and dport = code. */
@@ -68,7 +71,7 @@ struct counter_key {
 
 /* Filters, written by user space after load and before attach. 0 = off. */
 struct dt_config {
-	__u32 filter_netns;   /* only namespaces present in the netns_filter map */
+	__u32 filter_netns;   /* how many namespaces: up to DT_NETNS_FAST in netns[], else the map */
 	__u32 filter_ip;      /* only packets whose source or destination is in ip_filter */
 	__u32 filter_reason;  /* only reasons present in reason_filter */
 	__u32 ifindex;        /* only this interface (with filter_netns, in those namespaces) */
@@ -82,6 +85,7 @@ struct dt_config {
 	__u32 cause_on[DT_CAUSE_NR]; /* 1: that cause hook is attached */
 	__u64 nf_lo;          /* [nf_lo, nf_hi): nf_hook_slow, whose drops wait for its return */
 	__u64 nf_hi;
+	__u32 netns[DT_NETNS_FAST]; /* with filter_netns <= DT_NETNS_FAST; unused slots repeat [0] */
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

@@ -41,6 +41,20 @@ def test_udp_to_closed_port_is_no_socket_on_lo_in_that_netns_only(netns: MakeNet
     assert "NO_SOCKET 3" in res.stderr  # exact in-kernel total in the summary
 
 
+# 2: compared directly in the kernel; 5: more than DT_NETNS_FAST, looked up in a map.
+@pytest.mark.parametrize("n", [2, 5])
+def test_repeated_netns_watches_each_of_them_and_no_other(netns: MakeNetns, n: int) -> None:
+    watched, other = [netns(f"many{i}") for i in range(n)], netns("notwatched")
+    args = [a for ns in watched for a in ("--netns", ns)]
+    with Droptrace("--json", *args, "--duration", "4") as dt:
+        for ns in watched:
+            send_udp(ns, "127.0.0.1", 9, n=1)
+        send_udp(other, "127.0.0.1", 9, n=2)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    assert sorted(e["netns"] for e in res.events) == sorted(watched), res.events
+
+
 @pytest.mark.parametrize(
     ("iptables", "location"), [("iptables", "nft_do_chain"), ("iptables-legacy", "nf_hook_slow")]
 )

@@ -166,7 +166,8 @@ class DropTracer:
         obj = self._obj
         f = self.filters
         one = ctypes.c_uint8(1)
-        for ino in f.netns:
+        namespaces = list(dict.fromkeys(f.netns))
+        for ino in namespaces:
             obj.map("netns_filter").update(ctypes.c_uint32(ino), one)
         for reason in f.reasons:
             obj.map("reason_filter").update(ctypes.c_uint32(reason), one)
@@ -182,7 +183,11 @@ class DropTracer:
             ctypes.memmove(key.addr, raw, 16)
             obj.map("ip_filter").update(key, one)
         cfg = abi.struct("dt_config")()
-        cfg.filter_netns = int(bool(f.netns))
+        # A few namespaces are compared directly in the kernel, without the map.
+        cfg.filter_netns = len(namespaces)
+        if 0 < len(namespaces) <= abi.const("DT_NETNS_FAST"):
+            for i in range(abi.const("DT_NETNS_FAST")):
+                cfg.netns[i] = namespaces[i] if i < len(namespaces) else namespaces[0]
         cfg.filter_ip = int(bool(f.networks))
         cfg.filter_reason = int(bool(f.reasons))
         cfg.ifindex = f.ifindex
