@@ -218,18 +218,41 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	}
 }
 
-static __always_inline int ip_matches(const __u8 *addr, __u8 family)
+/* An address as ip_filter keys it: IPv4 as ::ffff:a.b.c.d. */
+union addr16 {
+	__u8 b[DT_ADDR_LEN];
+	__u64 w[2];
+};
+
+static __always_inline void addr16_of(union addr16 *a, const __u8 *addr, __u8 family)
+{
+	if (family == AF_INET) {
+		a->w[0] = 0;
+		a->w[1] = 0;
+		a->b[10] = 0xff;
+		a->b[11] = 0xff;
+		__builtin_memcpy(&a->b[12], addr, 4);
+	} else {
+		__builtin_memcpy(a->b, addr, 16);
+	}
+}
+
+static __always_inline int ip_matches(struct dt_config *cfg, const __u8 *addr, __u8 family)
 {
 	struct ip_key key = { .prefixlen = 128 };
+	union addr16 a;
 
-	if (family == AF_INET) {
-		key.addr[10] = 0xff;
-		key.addr[11] = 0xff;
-		__builtin_memcpy(&key.addr[12], addr, 4);
-	} else {
-		__builtin_memcpy(key.addr, addr, 16);
+	addr16_of(&a, addr, family);
+	if (cfg->filter_ip > DT_NET_FAST) {
+		__builtin_memcpy(key.addr, a.b, sizeof(a));
+		return bpf_map_lookup_elem(&ip_filter, &key) != NULL;
 	}
-	return bpf_map_lookup_elem(&ip_filter, &key) != NULL;
+	/* A pod's few addresses: compared directly, no LPM walk (two per drop: source, dest). */
+	for (int i = 0; i < DT_NET_FAST; i++)
+		if ((a.w[0] & cfg->mask_hi[i]) == cfg->net_hi[i] &&
+		    (a.w[1] & cfg->mask_lo[i]) == cfg->net_lo[i])
+			return 1;
+	return 0;
 }
 
 static __always_inline void count(struct drop_event *e)
@@ -394,8 +417,8 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	struct drop_event ev = {};
 
 	read_headers(skb, &ev, btf);
-	if (cfg->filter_ip && !(ev.family && (ip_matches(ev.saddr, ev.family) ||
-					      ip_matches(ev.daddr, ev.family))))
+	if (cfg->filter_ip && !(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
+					      ip_matches(cfg, ev.daddr, ev.family))))
 		return 0;
 
 	ev.ts_ns = bpf_ktime_get_ns();

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ from importlib import resources
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tracer import abi, causes, libbpf
 from tracer.errors import BpfObjectMissing, HookUnavailable
@@ -90,6 +91,34 @@ def _why(err: OSError) -> str:
         (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
     )
     return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
+
+
+def _mapped(net: Network) -> tuple[bytes, int]:
+    """A network as ip_filter keys it: 16 bytes (IPv4 as ::ffff:a.b.c.d) and a prefix length."""
+    if isinstance(net, IPv4Network):
+        return b"\0" * 10 + b"\xff\xff" + net.network_address.packed, 96 + net.prefixlen
+    return net.network_address.packed, net.prefixlen
+
+
+def _direct_filters(cfg: Any, namespaces: list[int], networks: list[tuple[bytes, int]]) -> None:
+    """A few namespaces, or networks (a pod's addresses), are compared directly in the kernel:
+    a lookup in the map would cost a drop the filter rejects more than the rest of its path.
+    Unused slots repeat the first, so they match nothing else."""
+    if 0 < len(namespaces) <= abi.const("DT_NETNS_FAST"):
+        for i in range(abi.const("DT_NETNS_FAST")):
+            cfg.netns[i] = namespaces[i] if i < len(namespaces) else namespaces[0]
+    if 0 < len(networks) <= abi.const("DT_NET_FAST"):
+        for i in range(abi.const("DT_NET_FAST")):
+            raw, prefixlen = networks[i] if i < len(networks) else networks[0]
+            mask = (((1 << prefixlen) - 1) << (128 - prefixlen)).to_bytes(16, "big")
+            net = bytes(a & m for a, m in zip(raw, mask, strict=True))
+            cfg.net_hi[i], cfg.net_lo[i] = _words(net)
+            cfg.mask_hi[i], cfg.mask_lo[i] = _words(mask)
+
+
+def _words(raw: bytes) -> tuple[int, int]:
+    """16 bytes as two 64-bit words of the bytes in memory order, as the BPF program loads them."""
+    return int.from_bytes(raw[:8], sys.byteorder), int.from_bytes(raw[8:], sys.byteorder)
 
 
 def _nf_span() -> tuple[int, int] | None:
@@ -172,23 +201,16 @@ class DropTracer:
         for reason in f.reasons:
             obj.map("reason_filter").update(ctypes.c_uint32(reason), one)
         ip_key = abi.struct("ip_key")
-        for net in f.networks:
+        networks = [_mapped(net) for net in dict.fromkeys(f.networks)]
+        for raw, prefixlen in networks:
             key = ip_key()
-            if isinstance(net, IPv4Network):
-                key.prefixlen = 96 + net.prefixlen
-                raw = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
-            else:
-                key.prefixlen = net.prefixlen
-                raw = net.network_address.packed
+            key.prefixlen = prefixlen
             ctypes.memmove(key.addr, raw, 16)
             obj.map("ip_filter").update(key, one)
         cfg = abi.struct("dt_config")()
-        # A few namespaces are compared directly in the kernel, without the map.
         cfg.filter_netns = len(namespaces)
-        if 0 < len(namespaces) <= abi.const("DT_NETNS_FAST"):
-            for i in range(abi.const("DT_NETNS_FAST")):
-                cfg.netns[i] = namespaces[i] if i < len(namespaces) else namespaces[0]
-        cfg.filter_ip = int(bool(f.networks))
+        cfg.filter_ip = len(networks)
+        _direct_filters(cfg, namespaces, networks)
         cfg.filter_reason = int(bool(f.reasons))
         cfg.ifindex = f.ifindex
         for i, (lo, hi) in enumerate(f.ignore[: abi.const("DT_IGNORE_NR")]):
