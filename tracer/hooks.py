@@ -2,7 +2,8 @@
 
 kfree_skb is tried as tp_btf, then raw_tp, then the classic tracepoint: the first the kernel
 accepts is used and the others are reported once as unavailable, with libbpf's reason.
-The cause hooks (tracer.causes) load with it where the kernel allows and are attached first.
+The cause hooks (tracer.causes) load with it where kfree_skb gives no reason and the kernel
+allows them, and are attached first.
 """
 
 from __future__ import annotations
@@ -137,8 +138,11 @@ class DropTracer:
         record_slots: int = 0,
         stream: bool = True,
         flow_limit: int = DEFAULT_FLOW_LIMIT,
+        kernel_reasons: bool = False,
     ) -> None:
+        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out."""
         self.filters = filters
+        self._causes_needed = not kernel_reasons
         self.hooks = HookReport()
         self._stack = ExitStack()
         path = object_path()
@@ -163,7 +167,7 @@ class DropTracer:
         for hook, _ in KFREE_SKB_VARIANTS[:start]:
             self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
         for hook, program in KFREE_SKB_VARIANTS[start:]:
-            for plan in causes.plans():
+            for plan in causes.plans(self._causes_needed):
                 libbpf.take_log()
                 obj = libbpf.BpfObject(path)
                 try:
@@ -222,7 +226,13 @@ class DropTracer:
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
         on, self._cause_links = causes.attach(
-            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.optional, _why
+            obj,
+            self._cause_plan,
+            self._stack,
+            self.hooks.active,
+            self.hooks.optional,
+            _why,
+            self._causes_needed,
         )
         nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
         causes.configure(cfg, on, nf_span)
