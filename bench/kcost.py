@@ -24,7 +24,7 @@ from typing import IO
 
 from bench import topology
 from bench.__main__ import storm
-from bench.tracers import READY_TIMEOUT, droptrace_cmd
+from bench.tracers import READY_TIMEOUT, _sigint_default, droptrace_cmd
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 PROGRAM_PREFIX = "kfree_skb_"
@@ -76,7 +76,7 @@ def measure(
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             droptrace_cmd("--json", *args), stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_sigint_default,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + READY_TIMEOUT
