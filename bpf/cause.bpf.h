@@ -76,6 +76,7 @@ static __always_inline int park(__u64 skb, struct drop_event *ev)
 	}
 	if (p->skb) /* its return was missed (a migrated task): send it as it is */
 		emit(cfg, &p->ev);
+	stamp(ev); /* now, not when nf_hook_slow returns */
 	p->skb = skb;
 	__builtin_memcpy(&p->ev, ev, sizeof(*ev));
 	return 0;

@@ -367,20 +367,31 @@ static __always_inline int flow_allows(struct drop_event *e, __u32 limit)
 	return 1;
 }
 
+/* The time of the drop, read only for a drop that is kept or streamed: in a storm the reader
+ * cannot keep up with most drops are only counted, and a clock read is not free on a VM. */
+static __always_inline void stamp(struct drop_event *ev)
+{
+	if (!ev->ts_ns)
+		ev->ts_ns = bpf_ktime_get_ns();
+}
+
 /* Record, then stream (room, per-flow limit); also called by the cause hooks for a drop
  * that waited for nf_hook_slow's return. */
 static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
 {
 	struct drop_event *out;
 
-	if (cfg->record_slots)
+	if (cfg->record_slots) {
+		stamp(ev);
 		record(ev, cfg->record_slots);
+	}
 	if (cfg->stream_off)
 		return;
 	if (!ring_has_room()) {
 		stat_add(DT_STAT_LOST);
 		return;
 	}
+	stamp(ev);
 	if (cfg->flow_limit && !flow_allows(ev, cfg->flow_limit))
 		return;
 	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
@@ -421,7 +432,6 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 					      ip_matches(cfg, ev.daddr, ev.family))))
 		return 0;
 
-	ev.ts_ns = bpf_ktime_get_ns();
 	ev.location = location;
 	ev.reason = reason;
 	ev.netns = netns;
