@@ -3,9 +3,14 @@
 `python -m bench.kcost` (root) builds the bench topology, turns `kernel.bpf_stats_enabled`
 on (and back to what it was), and for each configuration starts droptrace, sends a storm
 and reads run_time_ns / run_cnt of that droptrace's own program (found by the fds its
-process holds, so other droptrace runs on the machine do not count). Unlike pps, this
-barely moves with other load on the machine: it is the figure to compare changes to the
-BPF program by. It includes the stats' own clock reads and the few drops of other traffic.
+process holds, so other droptrace runs on the machine do not count). It includes the
+stats' own clock reads: an empty tp_btf program measures ~30 ns on the project's VM.
+
+The same program varies by up to ~10 ns/run from one load to the next there (with where
+the kernel puts its JIT image, and which program on the tracepoint runs first and so meets
+the packet's data cold), so one run compares badly with another. `--beside DIR` runs the
+droptrace of another checkout (built with `make bpf`) on the same storms, the two started in
+alternating order each round: compare the medians of that.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
@@ -69,33 +75,53 @@ def _text(f: IO[bytes]) -> bytes:
     return f.read()
 
 
+def _start(args: list[str], cwd: str | None, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        droptrace_cmd("--json", *args), stdout=subprocess.DEVNULL, stderr=log, cwd=cwd,
+        start_new_session=True, preexec_fn=_sigint_default,
+    )  # fmt: skip
+    deadline = time.monotonic() + READY_TIMEOUT
+    while b"tracing with" not in _text(log):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            raise RuntimeError(f"droptrace did not start: {_text(log)[-2000:]!r}")
+        time.sleep(0.05)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def measure(
-    topo: topology.Topology, args: list[str], shape: str, packets: int, seconds: float
-) -> tuple[float, int, float]:
-    """One storm under one droptrace: (ns per run, runs, pps)."""
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            droptrace_cmd("--json", *args), stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True, preexec_fn=_sigint_default,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while b"tracing with" not in _text(log):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"droptrace did not start: {_text(log)[-2000:]!r}")
-                time.sleep(0.05)
-            ns0, n0 = run_stats(proc.pid)
-            pps = storm(topo, shape, packets, seconds)
-            ns1, n1 = run_stats(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    runs = n1 - n0
-    return (ns1 - ns0) / runs if runs else 0.0, runs, pps
+    topo: topology.Topology,
+    args: list[str],
+    checkouts: dict[str, str | None],
+    shape: str,
+    packets: int,
+    seconds: float,
+) -> tuple[dict[str, float], int, float]:
+    """One storm under a droptrace from each checkout (label -> directory, None: this one),
+    started in the given order: ({label: ns per run}, runs, pps)."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    with ExitStack() as stack:
+        for label, cwd in checkouts.items():
+            log = stack.enter_context(tempfile.TemporaryFile())
+            procs[label] = _start(args, cwd, log)
+            stack.callback(_stop, procs[label])
+        before = {label: run_stats(p.pid) for label, p in procs.items()}
+        pps = storm(topo, shape, packets, seconds)
+        after = {label: run_stats(p.pid) for label, p in procs.items()}
+    out, runs = {}, 0
+    for label in procs:
+        runs = after[label][1] - before[label][1]
+        out[label] = (after[label][0] - before[label][0]) / runs if runs else 0.0
+    return out, runs, pps
 
 
 def main() -> int:
@@ -106,10 +132,14 @@ def main() -> int:
     p.add_argument("--shapes", default="one,many")
     p.add_argument("--only", default="", help="comma-separated configuration names")
     p.add_argument("--prefix", default="dtkcost-", help="namespace name prefix")
+    p.add_argument("--beside", metavar="DIR", help="another checkout's droptrace, side by side")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench.kcost: run as root (BPF and network namespaces)", file=sys.stderr)
         return 1
+    checkouts: dict[str, str | None] = {"this": None}
+    if args.beside:
+        checkouts["beside"] = str(Path(args.beside).resolve())
     was = STATS_SYSCTL.read_text().strip()
     topo = topology.build(args.prefix)
     results: dict[str, list[float]] = {}
@@ -119,12 +149,16 @@ def main() -> int:
             k: v for k, v in configs(topo).items() if not args.only or k in args.only.split(",")
         }
         for r in range(args.rounds):
+            # Alternate which starts (and runs) first: the first meets the packet's data cold.
+            order = dict(reversed(checkouts.items())) if r % 2 else checkouts
             for shape in args.shapes.split(","):
                 for name, dt_args in chosen.items():
-                    ns, runs, pps = measure(topo, dt_args, shape, args.packets, args.seconds)
-                    results.setdefault(f"{shape:4} {name}", []).append(ns)
+                    ns, runs, pps = measure(topo, dt_args, order, shape, args.packets, args.seconds)
+                    for label, v in ns.items():
+                        results.setdefault(f"{shape:4} {name:15} {label}", []).append(v)
+                    each = "  ".join(f"{label} {v:6.1f}" for label, v in ns.items())
                     print(
-                        f"round {r + 1} {shape:4} {name:15} {ns:7.1f} ns/run  {runs:>9,} runs"
+                        f"round {r + 1} {shape:4} {name:15} ns/run {each}  {runs:>9,} runs"
                         f"  {pps:>10,.0f} pps",
                         file=sys.stderr,
                         flush=True,
@@ -132,9 +166,9 @@ def main() -> int:
     finally:
         STATS_SYSCTL.write_text(was)
         topology.teardown(topo)
-    print(f"{'shape configuration':24} median ns/run (min-max), load average {os.getloadavg()[0]}")
-    for key, runs_ns in results.items():
-        print(f"{key:24} {statistics.median(runs_ns):7.1f} ({min(runs_ns):.1f}-{max(runs_ns):.1f})")
+    print(f"{'shape configuration':31} median ns/run (min-max), load average {os.getloadavg()[0]}")
+    for key, runs_ns in sorted(results.items()):
+        print(f"{key:31} {statistics.median(runs_ns):7.1f} ({min(runs_ns):.1f}-{max(runs_ns):.1f})")
     return 0
 
 
