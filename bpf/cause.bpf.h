@@ -50,15 +50,17 @@ struct {
 	__type(value, struct dt_stash);
 } cause_stash SEC(".maps");
 
-static __always_inline void take_rp_hint(__u64 skb, struct drop_event *ev)
+/* DT_HOOK_RPFILTER if fib_validate_source failed for this skb, else 0. */
+static __always_inline __u8 take_rp_hint(__u64 skb)
 {
 	__u32 zero = 0;
 	__u64 *hint = bpf_map_lookup_elem(&rp_hint, &zero);
 
 	if (hint && *hint == skb) {
-		ev->cause = DT_HOOK_RPFILTER;
 		*hint = 0;
+		return DT_HOOK_RPFILTER;
 	}
+	return 0;
 }
 
 static __always_inline int park(__u64 skb, struct drop_event *ev)
@@ -74,6 +76,7 @@ static __always_inline int park(__u64 skb, struct drop_event *ev)
 	}
 	if (p->skb) /* its return was missed (a migrated task): send it as it is */
 		emit(cfg, &p->ev);
+	stamp(ev); /* now, not when nf_hook_slow returns */
 	p->skb = skb;
 	__builtin_memcpy(&p->ev, ev, sizeof(*ev));
 	return 0;

@@ -218,18 +218,41 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	}
 }
 
-static __always_inline int ip_matches(const __u8 *addr, __u8 family)
+/* An address as ip_filter keys it: IPv4 as ::ffff:a.b.c.d. */
+union addr16 {
+	__u8 b[DT_ADDR_LEN];
+	__u64 w[2];
+};
+
+static __always_inline void addr16_of(union addr16 *a, const __u8 *addr, __u8 family)
+{
+	if (family == AF_INET) {
+		a->w[0] = 0;
+		a->w[1] = 0;
+		a->b[10] = 0xff;
+		a->b[11] = 0xff;
+		__builtin_memcpy(&a->b[12], addr, 4);
+	} else {
+		__builtin_memcpy(a->b, addr, 16);
+	}
+}
+
+static __always_inline int ip_matches(struct dt_config *cfg, const __u8 *addr, __u8 family)
 {
 	struct ip_key key = { .prefixlen = 128 };
+	union addr16 a;
 
-	if (family == AF_INET) {
-		key.addr[10] = 0xff;
-		key.addr[11] = 0xff;
-		__builtin_memcpy(&key.addr[12], addr, 4);
-	} else {
-		__builtin_memcpy(key.addr, addr, 16);
+	addr16_of(&a, addr, family);
+	if (cfg->filter_ip > DT_NET_FAST) {
+		__builtin_memcpy(key.addr, a.b, sizeof(a));
+		return bpf_map_lookup_elem(&ip_filter, &key) != NULL;
 	}
-	return bpf_map_lookup_elem(&ip_filter, &key) != NULL;
+	/* A pod's few addresses: compared directly, no LPM walk (two per drop: source, dest). */
+	for (int i = 0; i < DT_NET_FAST; i++)
+		if ((a.w[0] & cfg->mask_hi[i]) == cfg->net_hi[i] &&
+		    (a.w[1] & cfg->mask_lo[i]) == cfg->net_lo[i])
+			return 1;
+	return 0;
 }
 
 static __always_inline void count(struct drop_event *e)
@@ -279,28 +302,6 @@ static __always_inline int ignored(struct dt_config *cfg, __u64 location)
 		if (location >= cfg->ignore_lo[i] && location < cfg->ignore_hi[i])
 			return 1;
 	return 0;
-}
-
-/* Where the skb was dropped: its device's namespace and index, else its socket's. */
-static __always_inline void locate(struct sk_buff *skb, struct drop_event *e, const bool btf)
-{
-	struct net_device *dev = btf ? skb->dev : BPF_CORE_READ(skb, dev);
-
-	if (dev) {
-		e->netns = btf ? dev->nd_net.net->ns.inum : BPF_CORE_READ(dev, nd_net.net, ns.inum);
-		e->ifindex = btf ? dev->ifindex : BPF_CORE_READ(dev, ifindex);
-	} else {
-		struct sock *sk = btf ? skb->sk : BPF_CORE_READ(skb, sk);
-
-		if (sk) {
-			e->netns = btf ? sk->__sk_common.skc_net.net->ns.inum
-				       : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-			e->ifindex = btf ? sk->__sk_common.skc_bound_dev_if
-					 : BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
-		}
-	}
-	if (!e->ifindex)
-		e->ifindex = btf ? skb->skb_iif : BPF_CORE_READ(skb, skb_iif);
 }
 
 /* Room for one more event? Checked before any per-flow or ring-buffer work, so a storm the
@@ -366,20 +367,31 @@ static __always_inline int flow_allows(struct drop_event *e, __u32 limit)
 	return 1;
 }
 
+/* The time of the drop, read only for a drop that is kept or streamed: in a storm the reader
+ * cannot keep up with most drops are only counted, and a clock read is not free on a VM. */
+static __always_inline void stamp(struct drop_event *ev)
+{
+	if (!ev->ts_ns)
+		ev->ts_ns = bpf_ktime_get_ns();
+}
+
 /* Record, then stream (room, per-flow limit); also called by the cause hooks for a drop
  * that waited for nf_hook_slow's return. */
 static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
 {
 	struct drop_event *out;
 
-	if (cfg->record_slots)
+	if (cfg->record_slots) {
+		stamp(ev);
 		record(ev, cfg->record_slots);
+	}
 	if (cfg->stream_off)
 		return;
 	if (!ring_has_room()) {
 		stat_add(DT_STAT_LOST);
 		return;
 	}
+	stamp(ev);
 	if (cfg->flow_limit && !flow_allows(ev, cfg->flow_limit))
 		return;
 	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
@@ -394,36 +406,37 @@ static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
 
 #include "cause.bpf.h"
 
-static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 reason,
-				  const bool btf)
+/* Whether the drop's namespace is one the filter wants. A handful are compared directly:
+ * a --netns session rejects almost every drop here, and a hash lookup would cost more than
+ * the rest of its path together. */
+static __always_inline int netns_wanted(struct dt_config *cfg, __u32 netns)
 {
-	__u32 zero = 0;
-	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
+	if (cfg->filter_netns > DT_NETNS_FAST)
+		return bpf_map_lookup_elem(&netns_filter, &netns) != NULL;
+	for (int i = 0; i < DT_NETNS_FAST; i++)
+		if (cfg->netns[i] == netns)
+			return 1;
+	return 0;
+}
+
+/* A drop every filter let through: read its headers (for the IP filter too), count it,
+ * stream or record it. The event is built only here, so a rejected drop never pays for it. */
+static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, __u64 location,
+				   __u32 reason, __u32 netns, __u32 ifindex, __u8 cause,
+				   const bool btf)
+{
 	struct drop_event ev = {};
 
-	if (!cfg || !skb || ignored(cfg, location))
-		return 0;
-	/* Before the filters, so a hint never outlives its skb (whose address is reused). */
-	if (cfg->cause_on[DT_CAUSE_RPFILTER])
-		take_rp_hint((__u64)skb, &ev);
-
-	/* Cheapest filters first, before touching packet data. */
-	if (cfg->filter_reason && !bpf_map_lookup_elem(&reason_filter, &reason))
-		return 0;
-	locate(skb, &ev, btf);
-	if (cfg->filter_netns && !bpf_map_lookup_elem(&netns_filter, &ev.netns))
-		return 0;
-	if (cfg->ifindex && cfg->ifindex != ev.ifindex)
-		return 0;
-
 	read_headers(skb, &ev, btf);
-	if (cfg->filter_ip && !(ev.family && (ip_matches(ev.saddr, ev.family) ||
-					      ip_matches(ev.daddr, ev.family))))
+	if (cfg->filter_ip && !(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
+					      ip_matches(cfg, ev.daddr, ev.family))))
 		return 0;
 
-	ev.ts_ns = bpf_ktime_get_ns();
 	ev.location = location;
 	ev.reason = reason;
+	ev.netns = netns;
+	ev.ifindex = ifindex;
+	ev.cause = cause;
 	ev.len = btf ? skb->len : BPF_CORE_READ(skb, len);
 	ev.mark = btf ? skb->mark : BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
@@ -433,6 +446,53 @@ static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 rea
 		return park((__u64)skb, &ev);
 	emit(cfg, &ev);
 	return 0;
+}
+
+/* The filters, cheapest and most discriminating first, on plain values: a drop they reject
+ * costs a few loads and compares (a filtered-out drop is not counted either). */
+static __always_inline int handle(struct sk_buff *skb, __u64 location, __u32 reason,
+				  const bool btf)
+{
+	__u32 zero = 0, netns = 0, ifindex = 0;
+	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
+	struct net_device *dev;
+	struct sock *sk = NULL;
+	__u8 cause = 0;
+
+	if (!cfg || !skb)
+		return 0;
+	/* Before the filters, so a hint never outlives its skb (whose address is reused). */
+	if (cfg->cause_on[DT_CAUSE_RPFILTER])
+		cause = take_rp_hint((__u64)skb);
+
+	/* Where it was dropped: its device's namespace, else its socket's. */
+	dev = btf ? skb->dev : BPF_CORE_READ(skb, dev);
+	if (dev) {
+		netns = btf ? dev->nd_net.net->ns.inum : BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	} else {
+		sk = btf ? skb->sk : BPF_CORE_READ(skb, sk);
+		if (sk)
+			netns = btf ? sk->__sk_common.skc_net.net->ns.inum
+				    : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	}
+	if (cfg->filter_netns && !netns_wanted(cfg, netns))
+		return 0;
+	if (cfg->filter_reason && !bpf_map_lookup_elem(&reason_filter, &reason))
+		return 0;
+
+	/* The device, else the socket's bound device, else the one it came in on. */
+	if (dev)
+		ifindex = btf ? dev->ifindex : BPF_CORE_READ(dev, ifindex);
+	else if (sk)
+		ifindex = btf ? sk->__sk_common.skc_bound_dev_if
+			      : BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	if (!ifindex)
+		ifindex = btf ? skb->skb_iif : BPF_CORE_READ(skb, skb_iif);
+	if (cfg->ifindex && cfg->ifindex != ifindex)
+		return 0;
+	if (ignored(cfg, location))
+		return 0;
+	return matched(cfg, skb, location, reason, netns, ifindex, cause, btf);
 }
 
 /* Kernels before 5.17 pass no reason: the existence check turns the read into dead code

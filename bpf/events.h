@@ -31,6 +31,11 @@
  * builds): user space fills them from kallsyms. */
 #define DT_IGNORE_NR 4
 
+/* Namespaces a filter compares directly, without a map lookup; more go to netns_filter. */
+#define DT_NETNS_FAST 4
+/* Networks an IP filter compares directly (a pod's addresses); more go to ip_filter. */
+#define DT_NET_FAST 4
+
 /* One dropped packet, as sent through the ring buffer. Addresses are IPv4 (first 4
  * bytes) or IPv6 per `family` (2 = AF_INET, 10 = AF_INET6, 0 = not IP). Ports are in
  * host order; for ICMP, sport = type and dport = code. */
@@ -68,8 +73,9 @@ struct counter_key {
 
 /* Filters, written by user space after load and before attach. 0 = off. */
 struct dt_config {
-	__u32 filter_netns;   /* only namespaces present in the netns_filter map */
-	__u32 filter_ip;      /* only packets whose source or destination is in ip_filter */
+	__u32 filter_netns;   /* how many namespaces: up to DT_NETNS_FAST in netns[], else the map */
+	__u32 filter_ip;      /* how many networks a source or destination must be in: up to
+			       * DT_NET_FAST in net_*[], else the ip_filter map */
 	__u32 filter_reason;  /* only reasons present in reason_filter */
 	__u32 ifindex;        /* only this interface (with filter_netns, in those namespaces) */
 	__u64 ignore_lo[DT_IGNORE_NR]; /* [lo, hi) location ranges to ignore; unused: 0, 0 */
@@ -82,6 +88,14 @@ struct dt_config {
 	__u32 cause_on[DT_CAUSE_NR]; /* 1: that cause hook is attached */
 	__u64 nf_lo;          /* [nf_lo, nf_hi): nf_hook_slow, whose drops wait for its return */
 	__u64 nf_hi;
+	__u32 netns[DT_NETNS_FAST]; /* with filter_netns <= DT_NETNS_FAST; unused slots repeat [0] */
+	/* With filter_ip <= DT_NET_FAST: network i as an IPv4-mapped address (like ip_key) in two
+	 * 64-bit words of its bytes in memory order; address a is in it if (a & mask) == net
+	 * word by word. Unused slots repeat [0]. */
+	__u64 net_hi[DT_NET_FAST];
+	__u64 net_lo[DT_NET_FAST];
+	__u64 mask_hi[DT_NET_FAST];
+	__u64 mask_lo[DT_NET_FAST];
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

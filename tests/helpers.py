@@ -55,8 +55,9 @@ def lab_pod_uid(prefix: str, role: str) -> str:
 def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:
     """n UDP datagrams from namespace ns; bounded, never waits for an answer."""
     bind = f"s.bind(({src!r}, 0));" if src else ""
+    family = "AF_INET6" if ":" in dst else "AF_INET"
     code = (
-        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+        f"import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM);"
         f"{bind}[s.sendto(b'droptrace', ({dst!r}, {port})) for _ in range({n})]"
     )
     sh(sys.executable, "-c", code, ns=ns)

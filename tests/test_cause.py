@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import pytest
+
 from tracer import abi, causes
 from tracer.doctor import Level, hook_findings
 from tracer.enrich.cause import facts
@@ -56,3 +58,14 @@ def test_doctor_warns_about_missing_cause_hooks_only_without_drop_reasons() -> N
     assert all(f.level is Level.OK for f in with_reasons)
     without = hook_findings(["tp_btf/kfree_skb"], [], missing, kernel_reasons=False)
     assert [f.level for f in without] == [Level.OK, Level.WARN]
+
+
+def test_cause_hooks_are_not_loaded_where_kfree_skb_gives_reasons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # There they would only add evidence, and fexit on nf_hook_slow runs for every packet.
+    monkeypatch.delenv(causes.FORCE_ENV, raising=False)
+    assert causes.plans(needed=False) == ((),)
+    assert causes.plans(needed=True) == causes.LOAD_PLANS
+    monkeypatch.setenv(causes.FORCE_ENV, "on")  # to check the hooks on a newer kernel
+    assert causes.plans(needed=False) == causes.LOAD_PLANS

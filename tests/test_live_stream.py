@@ -41,6 +41,20 @@ def test_udp_to_closed_port_is_no_socket_on_lo_in_that_netns_only(netns: MakeNet
     assert "NO_SOCKET 3" in res.stderr  # exact in-kernel total in the summary
 
 
+# 2: compared directly in the kernel; 5: more than DT_NETNS_FAST, looked up in a map.
+@pytest.mark.parametrize("n", [2, 5])
+def test_repeated_netns_watches_each_of_them_and_no_other(netns: MakeNetns, n: int) -> None:
+    watched, other = [netns(f"many{i}") for i in range(n)], netns("notwatched")
+    args = [a for ns in watched for a in ("--netns", ns)]
+    with Droptrace("--json", *args, "--duration", "4") as dt:
+        for ns in watched:
+            send_udp(ns, "127.0.0.1", 9, n=1)
+        send_udp(other, "127.0.0.1", 9, n=2)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    assert sorted(e["netns"] for e in res.events) == sorted(watched), res.events
+
+
 @pytest.mark.parametrize(
     ("iptables", "location"), [("iptables", "nft_do_chain"), ("iptables-legacy", "nf_hook_slow")]
 )
@@ -95,6 +109,24 @@ def test_ip_filter_keeps_only_matching_addresses(netns: MakeNetns) -> None:
         send_udp(ns, "192.0.2.10", 9, n=2)
         res = dt.wait()
     assert [e["dst"] for e in res.events] == ["192.0.2.10", "192.0.2.10"], res.events
+
+
+# 2 networks: compared directly in the kernel; 5: more than DT_NET_FAST, in the LPM map.
+@pytest.mark.parametrize("unrelated", [0, 3])
+def test_ip_filter_matches_networks_of_either_family(netns: MakeNetns, unrelated: int) -> None:
+    ns = netns("ipnets")
+    sh("sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0", ns=ns)
+    for addr in ("192.0.2.10/32", "192.0.2.20/32", "2001:db8::10/128", "2001:db8:1::10/128"):
+        sh("ip", "addr", "add", addr, "dev", "lo", ns=ns)
+    nets = ["192.0.2.16/28", "2001:db8::/64", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15"]
+    args = [a for net in nets[: 2 + unrelated] for a in ("--ip", net)]
+    with Droptrace("--json", "--netns", ns, *args, "--duration", "4") as dt:
+        for dst in ("192.0.2.10", "192.0.2.20", "2001:db8::10", "2001:db8:1::10", "127.0.0.1"):
+            send_udp(ns, dst, 9, n=1)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    seen = sorted(e["dst"] for e in res.events if e["proto"] == "udp")
+    assert seen == ["192.0.2.20", "2001:db8::10"], res.events
 
 
 def test_count_stops_after_n_drops(netns: MakeNetns) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from tracer import abi, libbpf
 
-# DROPTRACE_CAUSE_HOOKS=kprobe skips fexit, =off attaches none: to check the fallbacks.
+# DROPTRACE_CAUSE_HOOKS=kprobe skips fexit, =off attaches none, =on loads them also where
+# kfree_skb gives reasons: to check the fallbacks, or the hooks on a newer kernel.
 FORCE_ENV = "DROPTRACE_CAUSE_HOOKS"
 
 
@@ -38,13 +39,18 @@ CAUSES = (
 LOAD_PLANS: tuple[tuple[str, ...], ...] = (("fexit", "kprobe"), ("kprobe",), ())
 
 
-def plans() -> tuple[tuple[str, ...], ...]:
+def plans(needed: bool) -> tuple[tuple[str, ...], ...]:
+    """What to try loading. Where kfree_skb gives reasons (`needed` False) nothing: the hooks
+    would only add evidence there, and fexit on nf_hook_slow and fib_validate_source runs for
+    every packet that passes them, dropped or not, watched or filtered out."""
     forced = os.environ.get(FORCE_ENV)
     if forced == "off":
         return ((),)
     if forced == "kprobe":
         return (("kprobe",), ())
-    return LOAD_PLANS
+    if forced == "on" or needed:
+        return LOAD_PLANS
+    return ((),)
 
 
 def programs(kinds: tuple[str, ...]) -> dict[str, bool]:
@@ -68,6 +74,7 @@ def attach(
     active: list[str],
     unavailable: list[str],
     why: object,
+    needed: bool = True,
 ) -> tuple[dict[str, bool], list[tuple[str, libbpf.Link]]]:
     """Attach each cause hook the loaded plan allows: {DT_CAUSE_* name: attached}, and the
     links by program name (a recorder pins them with the kfree_skb link)."""
@@ -96,8 +103,17 @@ def attach(
             except OSError as err:
                 unavailable.append(f"kretprobe/{c.function}: {why(err)}")  # type: ignore[operator]
         elif not kinds:
-            unavailable.append(f"{c.function}: not loaded (fexit and kprobe programs refused)")
+            unavailable.append(f"{c.function}: {_not_loaded(needed)}")
     return on, links
+
+
+def _not_loaded(needed: bool) -> str:
+    forced = os.environ.get(FORCE_ENV)
+    if forced == "off":
+        return f"not loaded ({FORCE_ENV}=off)"
+    if not needed and forced not in ("on", "kprobe"):
+        return "not loaded"  # said as "kfree_skb gives reasons here" by whoever shows it
+    return "not loaded (fexit and kprobe programs refused)"
 
 
 def configure(cfg: object, on: dict[str, bool], nf_span: tuple[int, int] | None) -> None:

@@ -399,7 +399,7 @@ def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> N
     known = _checks()
     filters = _filters(known, netns_specs, networks)
     _mount_filesystems()
-    for note in recorder.start(filters, size):
+    for note in recorder.start(filters, size, kernel_reasons=known.available):
         click.echo(f"droptrace: {note}", err=True)
     click.echo(
         f"droptrace: recorder pinned at {recorder.PIN_DIR}; `droptrace dump` reads it, "
@@ -553,7 +553,9 @@ def doctor(netns_spec: str) -> None:
     findings = doc.check(facts)
     try:
         known = _prepare()
-        with DropTracer(Filters(netns=(ref.inode,)), ring_bytes=4096) as tracer:
+        with DropTracer(
+            Filters(netns=(ref.inode,)), ring_bytes=4096, kernel_reasons=known.available
+        ) as tracer:
             active, missing = tracer.hooks.active, tracer.hooks.unavailable
             optional = tracer.hooks.optional
         findings += doc.hook_findings(active, missing, optional, known.available)

@@ -2,13 +2,15 @@
 
 kfree_skb is tried as tp_btf, then raw_tp, then the classic tracepoint: the first the kernel
 accepts is used and the others are reported once as unavailable, with libbpf's reason.
-The cause hooks (tracer.causes) load with it where the kernel allows and are attached first.
+The cause hooks (tracer.causes) load with it where kfree_skb gives no reason and the kernel
+allows them, and are attached first.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -17,7 +19,7 @@ from importlib import resources
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tracer import abi, causes, libbpf
 from tracer.errors import BpfObjectMissing, HookUnavailable
@@ -92,6 +94,34 @@ def _why(err: OSError) -> str:
     return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
 
 
+def _mapped(net: Network) -> tuple[bytes, int]:
+    """A network as ip_filter keys it: 16 bytes (IPv4 as ::ffff:a.b.c.d) and a prefix length."""
+    if isinstance(net, IPv4Network):
+        return b"\0" * 10 + b"\xff\xff" + net.network_address.packed, 96 + net.prefixlen
+    return net.network_address.packed, net.prefixlen
+
+
+def _direct_filters(cfg: Any, namespaces: list[int], networks: list[tuple[bytes, int]]) -> None:
+    """A few namespaces, or networks (a pod's addresses), are compared directly in the kernel:
+    a lookup in the map would cost a drop the filter rejects more than the rest of its path.
+    Unused slots repeat the first, so they match nothing else."""
+    if 0 < len(namespaces) <= abi.const("DT_NETNS_FAST"):
+        for i in range(abi.const("DT_NETNS_FAST")):
+            cfg.netns[i] = namespaces[i] if i < len(namespaces) else namespaces[0]
+    if 0 < len(networks) <= abi.const("DT_NET_FAST"):
+        for i in range(abi.const("DT_NET_FAST")):
+            raw, prefixlen = networks[i] if i < len(networks) else networks[0]
+            mask = (((1 << prefixlen) - 1) << (128 - prefixlen)).to_bytes(16, "big")
+            net = bytes(a & m for a, m in zip(raw, mask, strict=True))
+            cfg.net_hi[i], cfg.net_lo[i] = _words(net)
+            cfg.mask_hi[i], cfg.mask_lo[i] = _words(mask)
+
+
+def _words(raw: bytes) -> tuple[int, int]:
+    """16 bytes as two 64-bit words of the bytes in memory order, as the BPF program loads them."""
+    return int.from_bytes(raw[:8], sys.byteorder), int.from_bytes(raw[8:], sys.byteorder)
+
+
 def _nf_span() -> tuple[int, int] | None:
     from tracer.enrich.kernel import KernelSymbols  # kallsyms: only read when it is needed
 
@@ -108,8 +138,11 @@ class DropTracer:
         record_slots: int = 0,
         stream: bool = True,
         flow_limit: int = DEFAULT_FLOW_LIMIT,
+        kernel_reasons: bool = False,
     ) -> None:
+        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out."""
         self.filters = filters
+        self._causes_needed = not kernel_reasons
         self.hooks = HookReport()
         self._stack = ExitStack()
         path = object_path()
@@ -134,7 +167,7 @@ class DropTracer:
         for hook, _ in KFREE_SKB_VARIANTS[:start]:
             self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
         for hook, program in KFREE_SKB_VARIANTS[start:]:
-            for plan in causes.plans():
+            for plan in causes.plans(self._causes_needed):
                 libbpf.take_log()
                 obj = libbpf.BpfObject(path)
                 try:
@@ -166,24 +199,22 @@ class DropTracer:
         obj = self._obj
         f = self.filters
         one = ctypes.c_uint8(1)
-        for ino in f.netns:
+        namespaces = list(dict.fromkeys(f.netns))
+        for ino in namespaces:
             obj.map("netns_filter").update(ctypes.c_uint32(ino), one)
         for reason in f.reasons:
             obj.map("reason_filter").update(ctypes.c_uint32(reason), one)
         ip_key = abi.struct("ip_key")
-        for net in f.networks:
+        networks = [_mapped(net) for net in dict.fromkeys(f.networks)]
+        for raw, prefixlen in networks:
             key = ip_key()
-            if isinstance(net, IPv4Network):
-                key.prefixlen = 96 + net.prefixlen
-                raw = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
-            else:
-                key.prefixlen = net.prefixlen
-                raw = net.network_address.packed
+            key.prefixlen = prefixlen
             ctypes.memmove(key.addr, raw, 16)
             obj.map("ip_filter").update(key, one)
         cfg = abi.struct("dt_config")()
-        cfg.filter_netns = int(bool(f.netns))
-        cfg.filter_ip = int(bool(f.networks))
+        cfg.filter_netns = len(namespaces)
+        cfg.filter_ip = len(networks)
+        _direct_filters(cfg, namespaces, networks)
         cfg.filter_reason = int(bool(f.reasons))
         cfg.ifindex = f.ifindex
         for i, (lo, hi) in enumerate(f.ignore[: abi.const("DT_IGNORE_NR")]):
@@ -195,7 +226,13 @@ class DropTracer:
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
         on, self._cause_links = causes.attach(
-            obj, self._cause_plan, self._stack, self.hooks.active, self.hooks.optional, _why
+            obj,
+            self._cause_plan,
+            self._stack,
+            self.hooks.active,
+            self.hooks.optional,
+            _why,
+            self._causes_needed,
         )
         nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
         causes.configure(cfg, on, nf_span)

@@ -52,8 +52,9 @@ def _clear() -> None:
     shutil.rmtree(PIN_DIR, ignore_errors=True)
 
 
-def start(filters: Filters, slots: int = DEFAULT_SLOTS) -> list[str]:
-    """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced)."""
+def start(filters: Filters, slots: int = DEFAULT_SLOTS, kernel_reasons: bool = False) -> list[str]:
+    """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced).
+    kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached)."""
     notes = []
     if running():
         since = read().started_ns
@@ -65,7 +66,13 @@ def start(filters: Filters, slots: int = DEFAULT_SLOTS) -> list[str]:
         notes.append(f"removed stale pins of a crashed recorder in {PIN_DIR}")
     PIN_DIR.mkdir(parents=True)
     try:
-        with DropTracer(filters, ring_bytes=4096, record_slots=slots, stream=False) as tracer:
+        with DropTracer(
+            filters,
+            ring_bytes=4096,
+            record_slots=slots,
+            stream=False,
+            kernel_reasons=kernel_reasons,
+        ) as tracer:
             tracer.pin(PIN_DIR, MAPS)
             notes.extend(f"hook unavailable: {u}" for u in tracer.hooks.unavailable)
             notes.append(f"recording with {', '.join(tracer.hooks.active)}, {slots} drops kept")

@@ -128,7 +128,9 @@ def _trace(
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     interrupted = False
-    with DropTracer(filters, ring_bytes, flow_limit=flow_limit) as tracer:
+    with DropTracer(
+        filters, ring_bytes, flow_limit=flow_limit, kernel_reasons=enricher.reasons.available
+    ) as tracer:
         if not enricher.reasons.available:  # then the cause hooks are what names a drop
             tracer.hooks.unavailable.extend(tracer.hooks.optional)
         sink.start(tracer.hooks)
