@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
 from ipaddress import ip_network
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn
 
 import click
 
-from tracer import libbpf, system
+from tracer import libbpf, oneline, system
 from tracer.enrich import Enricher, ifaces, netns
 from tracer.enrich.kernel import DropReasons
 from tracer.enrich.pods import PodIdentity
@@ -22,39 +19,13 @@ from tracer.errors import BadCidr, DroptraceError, UnknownPod, UnknownReason, Us
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, Filters, Network
 from tracer.session import DEFAULT_STREAM_RATE, Limits, Sink, run
 
-P = ParamSpec("P")
-R = TypeVar("R")
+
+def _fail(message: str, code: int) -> NoReturn:
+    oneline.fail("droptrace", message, code)
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"droptrace: {message}", err=True)
-    sys.exit(code)
-
-
-def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Map droptrace's own errors, and refusals from the kernel, to one line and an exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DroptraceError as err:
-            _fail(str(err), err.exit_code)
-        except PermissionError as err:
-            _fail(f"the kernel refused: {err} (missing CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN?)", 77)
-        except OSError as err:
-            _fail(str(err), 1)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except Exception as err:
-            if os.environ.get("DROPTRACE_DEBUG"):
-                raise
-            _fail(
-                f"internal error: {type(err).__name__}: {err} (DROPTRACE_DEBUG=1 shows where)", 70
-            )
-        raise AssertionError("unreachable")
-
-    return wrapper
+# Droptrace's own errors, and refusals from the kernel, as one line and an exit code.
+one_line_errors = oneline.one_line_errors("droptrace", kernel=True)
 
 
 def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
@@ -378,11 +349,18 @@ def lab_down(prefix: str) -> None:
     )
 
 
-@main.command()
-@click.option(
+# Scope of the commands that keep hooks in the kernel without a live view (record, serve).
+_netns_option = click.option(
     "--netns", "netns_specs", multiple=True, metavar="NAME|PATH", help="Only this namespace."
 )
-@click.option("--ip", "cidrs", multiple=True, metavar="CIDR", help="Only from or to this network.")
+_ip_option = click.option(
+    "--ip", "cidrs", multiple=True, metavar="CIDR", help="Only from or to this network."
+)
+
+
+@main.command()
+@_netns_option
+@_ip_option
 @click.option(
     "--size",
     type=click.IntRange(min=16, max=1 << 20),
@@ -492,10 +470,8 @@ def stop() -> None:
     metavar="N",
     help="JSON lines per second per flow on stdout; the metrics count every drop.",
 )
-@click.option(
-    "--netns", "netns_specs", multiple=True, metavar="NAME|PATH", help="Only this namespace."
-)
-@click.option("--ip", "cidrs", multiple=True, metavar="CIDR", help="Only from or to this network.")
+@_netns_option
+@_ip_option
 @one_line_errors
 def serve(
     listen: str,

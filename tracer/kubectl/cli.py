@@ -3,52 +3,30 @@ one line (`kubectl-droptrace: ...`) and an exit code, as in tracer/cli.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn
 
 import click
 
-from tracer.errors import DroptraceError, KubectlMissing, UsageError
+from tracer import oneline
+from tracer.errors import KubectlMissing, UsageError
 from tracer.kubectl.cluster import Cluster, PodPlace
 from tracer.kubectl.streams import Ended, Streams, exec_command
 
 PROG = "kubectl-droptrace"
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"{PROG}: {message}", err=True)
-    sys.exit(code)
+def _fail(message: str, code: int) -> NoReturn:
+    oneline.fail(PROG, message, code)
 
 
 def _tell(message: str) -> None:
     click.echo(f"{PROG}: {message}", err=True)
 
 
-def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DroptraceError as err:
-            _fail(str(err), err.exit_code)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except Exception as err:
-            if os.environ.get("DROPTRACE_DEBUG"):
-                raise
-            _fail(
-                f"internal error: {type(err).__name__}: {err} (DROPTRACE_DEBUG=1 shows where)", 70
-            )
-        raise AssertionError("unreachable")
-
-    return wrapper
+one_line_errors = oneline.one_line_errors(PROG, kernel=False)
 
 
 @click.command(

@@ -1,0 +1,58 @@
+"""One line and an exit code for every error a command expects, never a traceback: shared by
+`droptrace` and `kubectl-droptrace`, each with its own name at the start of the line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+
+from tracer.errors import DroptraceError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(prog: str, message: str, code: int) -> NoReturn:
+    click.echo(f"{prog}: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line_errors(prog: str, kernel: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A decorator mapping DroptraceError to its line and exit code, Ctrl-C to 130, and any
+    other exception to an "internal error" line (70; DROPTRACE_DEBUG=1 raises it). With
+    `kernel`, refusals from the kernel are one line too: PermissionError 77, OSError 1."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except DroptraceError as err:
+                fail(prog, str(err), err.exit_code)
+            except KeyboardInterrupt:
+                sys.exit(130)
+            except Exception as err:
+                if kernel and isinstance(err, PermissionError):
+                    fail(
+                        prog,
+                        f"the kernel refused: {err} (missing CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN?)",
+                        77,
+                    )
+                if kernel and isinstance(err, OSError):
+                    fail(prog, str(err), 1)
+                if os.environ.get("DROPTRACE_DEBUG"):
+                    raise
+                fail(
+                    prog,
+                    f"internal error: {type(err).__name__}: {err} (DROPTRACE_DEBUG=1 shows where)",
+                    70,
+                )
+
+        return wrapper
+
+    return decorate
