@@ -41,16 +41,10 @@ pick_builder() {
 builder=$(pick_builder)
 case "$builder" in buildah | podman | docker) ;; *) die "BUILDER must be buildah, podman or docker" ;; esac
 
-missing=()
-for p in mmdebstrap "$builder"; do
-  [ "$p" = docker ] && continue
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh  # the working directory is the checkout (cd above)
+# docker is not a Debian package of that name: it is used only when already there.
+if [ "$builder" = docker ]; then apt_install_missing mmdebstrap; else apt_install_missing mmdebstrap "$builder"; fi
 
 start=$SECONDS
 rm -rf "$WORK"

@@ -19,15 +19,9 @@ for k in $KERNELS; do
   [ -n "${SUITE[$k]:-}" ] || die "unknown kernel '$k' (known: ${!SUITE[*]})"
 done
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh  # the working directory is the checkout (cd above)
+apt_install_missing "${APT_PACKAGES[@]}"
 
 VENV=$CACHE/vng-venv
 mkdir -p "$CACHE"
