@@ -99,7 +99,8 @@ class DropMetrics(Collector):
             pod,
         )
         with self._lock:
-            self._give(key, labels)
+            if key not in self._labels:  # a scrape may have labelled it meanwhile
+                self._give(key, labels)
 
     def _local_pod(self, drop: Drop) -> tuple[str, str]:
         """The pod on this node whose packet it was: the one whose netns the drop is in, else
@@ -150,20 +151,16 @@ class DropMetrics(Collector):
         for labels, n in sorted(totals.items()):
             drops.add_metric((self._node, *labels), n)
         yield drops
-        lost = CounterMetricFamily(
+        yield self._node_counter(
             "droptrace_events_lost",
             "Drops counted but not streamed because the ring buffer was full.",
-            labels=("node",),
+            stats.lost if stats else 0,
         )
-        lost.add_metric((self._node,), stats.lost if stats else 0)
-        yield lost
-        suppressed = CounterMetricFamily(
+        yield self._node_counter(
             "droptrace_events_suppressed",
             "Drops counted but held back from the stream by the per-flow limit.",
-            labels=("node",),
+            stats.suppressed if stats else 0,
         )
-        suppressed.add_metric((self._node,), stats.suppressed if stats else 0)
-        yield suppressed
         active = GaugeMetricFamily(
             "droptrace_hook_active",
             "1 if the kernel accepted this hook, 0 if it refused it.",
@@ -172,13 +169,16 @@ class DropMetrics(Collector):
         for hook, on in sorted(hooks.items()):
             active.add_metric((self._node, hook), 1 if on else 0)
         yield active
-        agg = CounterMetricFamily(
+        yield self._node_counter(
             "droptrace_series_aggregated",
             f'Kernel counter keys counted under "{OTHER}" labels beyond --max-series.',
-            labels=("node",),
+            aggregated,
         )
-        agg.add_metric((self._node,), aggregated)
-        yield agg
+
+    def _node_counter(self, name: str, documentation: str, value: int) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=("node",))
+        family.add_metric((self._node,), value)
+        return family
 
     def _unexplained(self, key: CounterKey, now: float) -> Labels | None:
         """Labels for a key the stream has not explained: none within the grace period (the
