@@ -104,14 +104,10 @@ def command(
         _tell(f"pod {place.ref} is on node {place.node}: droptrace in agent {agents[0].name}")
     _sigterm_as_interrupt()
     streams = Streams(merge=merge, as_json=as_json)
-    for agent in agents:
-        try:
-            streams.start(agent, exec_command(exe, agent, args))
-        except OSError as err:
-            raise KubectlMissing(f"cannot run {exe}: {err}") from None
+    commands = [(agent, exec_command(exe, agent, args)) for agent in agents]
     if not merge:
-        return _single(streams.run())
-    ended = streams.run(on_end=_report_failure)
+        return _single(streams.run(commands))
+    ended = streams.run(commands, on_end=_report_failure)
     return 1 if all(e.failed for e in ended) else 0
 
 

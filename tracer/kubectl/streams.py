@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from tracer.errors import KubectlMissing
 from tracer.kubectl.cluster import AGENT_CONTAINER, AGENT_NAMESPACE, Agent
 
 # `kubectl exec` does not end the remote process when kubectl ends (kubernetes/kubernetes
@@ -130,17 +131,20 @@ class Streams:
         self._wake = threading.Event()  # a child ended
 
     def start(self, agent: Agent, command: list[str]) -> None:
-        """Start one child; FileNotFoundError/PermissionError when kubectl cannot run."""
+        """Start one child; KubectlMissing when kubectl cannot run."""
         pipe = subprocess.PIPE if self._merge else None
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,  # held open: its end is the remote droptrace's end
-            stdout=pipe,
-            stderr=pipe,
-            # Its own session: a Ctrl-C at the terminal reaches only us, and we stop each
-            # child through its stdin, so the agents print their summaries.
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,  # held open: its end is the remote droptrace's end
+                stdout=pipe,
+                stderr=pipe,
+                # Its own session: a Ctrl-C at the terminal reaches only us, and we stop each
+                # child through its stdin, so the agents print their summaries.
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise KubectlMissing(f"cannot run {command[0]}: {err}") from None
         child = _Child(agent, proc, [])
         if self._merge:
             assert proc.stdout is not None and proc.stderr is not None
@@ -165,10 +169,18 @@ class Streams:
             if child.proc.stdin is not None:
                 child.proc.stdin.close()
 
-    def run(self, on_end: Callable[[Ended], None] = lambda _e: None) -> list[Ended]:
-        """Until every child has ended, telling `on_end` of each as it ends. Ctrl-C
-        (KeyboardInterrupt) or our output closing stops them all, gracefully first."""
+    def run(
+        self,
+        commands: list[tuple[Agent, list[str]]],
+        on_end: Callable[[Ended], None] = lambda _e: None,
+    ) -> list[Ended]:
+        """Start a child per command, then wait until every one has ended, telling `on_end`
+        of each as it ends. Ctrl-C (KeyboardInterrupt) or our output closing stops them
+        all, gracefully first, also while they are being started; so does a child that
+        cannot start, whose error is raised once the others have stopped."""
         try:
+            for agent, command in commands:
+                self.start(agent, command)
             while self._running():
                 if self._relay.closed.is_set():
                     self._stop(on_end)
@@ -176,6 +188,9 @@ class Streams:
                 self._collect(0.2, on_end)
         except KeyboardInterrupt:
             self._stop(on_end)
+        except BaseException:
+            self._stop(on_end)
+            raise
         self._tell(on_end)  # those that ended after the last look
         return [_ended(c) for c in self._children]
 
