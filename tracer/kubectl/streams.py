@@ -146,14 +146,20 @@ class Streams:
         except OSError as err:
             raise KubectlMissing(f"cannot run {command[0]}: {err}") from None
         child = _Child(agent, proc, [])
-        if self._merge:
-            assert proc.stdout is not None and proc.stderr is not None
-            for pipe_, emit in ((proc.stdout, self._relay.out), (proc.stderr, self._relay.err)):
-                t = threading.Thread(target=_pump, args=(pipe_, agent.node, emit), daemon=True)
-                t.start()
-                child.readers.append(t)
-        threading.Thread(target=self._wait, args=(child,), daemon=True).start()
+        # Known at once: a Ctrl-C from here on (its first lines may already be out) stops it.
         self._children.append(child)
+        try:
+            if self._merge:
+                assert proc.stdout is not None and proc.stderr is not None
+                for pipe_, emit in (
+                    (proc.stdout, self._relay.out),
+                    (proc.stderr, self._relay.err),
+                ):
+                    t = threading.Thread(target=_pump, args=(pipe_, agent.node, emit), daemon=True)
+                    t.start()
+                    child.readers.append(t)
+        finally:  # also on a Ctrl-C meanwhile: without its waiter, a stop waits out its graces
+            threading.Thread(target=self._wait, args=(child,), daemon=True).start()
 
     def _wait(self, child: _Child) -> None:
         child.proc.wait()
