@@ -289,7 +289,15 @@ def remove_stale() -> list[str]:
             if path.exists() and remove_table(path, f"{_TABLE_PREFIX}{pid}"):
                 removed.append(line)
         state.unlink(missing_ok=True)
+    _remove_empty_state_dir()
     return removed
+
+
+def _remove_empty_state_dir() -> None:
+    """/run/droptrace/nftrace (and /run/droptrace) once no run has tables there."""
+    for d in (STATE_DIR, STATE_DIR.parent):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 class NfTrace:
@@ -336,9 +344,14 @@ class NfTrace:
         return space
 
     def _remember(self, path: Path) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        with self._state.open("a") as f:
-            f.write(f"{path}\n")
+        for _ in range(3):  # another run may remove the empty directory in between
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            try:
+                with self._state.open("a") as f:
+                    f.write(f"{path}\n")
+                return
+            except FileNotFoundError:
+                continue
 
     def close(self) -> None:
         for space in self._spaces.values():
@@ -347,6 +360,7 @@ class NfTrace:
                     space.close()
         self._spaces.clear()
         self._state.unlink(missing_ok=True)
+        _remove_empty_state_dir()
 
 
 class RuleTexts:
