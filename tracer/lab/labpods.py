@@ -55,6 +55,13 @@ def remove(prefix: str) -> None:
         if cg and _CGROUP_TOP in Path(cg).parts:
             _remove_cgroup(Path(cg))
         shutil.rmtree(d, ignore_errors=True)
+    # The lab root's directories once no lab pod is left (/run/droptrace-lab by default).
+    top = lab_root()
+    for empty in (top / "pods", top, *((top.parent,) if top == LAB_KUBELET_ROOT else ())):
+        try:
+            empty.rmdir()
+        except OSError:
+            break
 
 
 def _remove_cgroup(cg: Path) -> None:
