@@ -9,6 +9,18 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Test-only packages: the CRI tests run their own containerd (own root, socket and CNI
+# bridge) with a pause image buildah builds from busybox-static: no registry is needed.
+TEST_APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static buildah)
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh  # the working directory is the checkout (cd above)
+had_containerd=$(command -v containerd || true)
+apt_install_missing "${TEST_APT_PACKAGES[@]}" || exit 1
+if [ -z "$had_containerd" ] && [ -d /run/systemd/system ]; then
+  # The package starts its own daemon under systemd; the tests do not want one.
+  systemctl disable --now containerd.service >/dev/null 2>&1 || true
+fi
+
 set -e
 .venv/bin/ruff check --no-cache tracer tests bench scripts
 .venv/bin/ruff format --no-cache --check tracer tests bench scripts

@@ -1,9 +1,9 @@
 """Whose packet: the pod (and service) an address belongs to, from every source there is.
 
 Sources, in order of preference, each optional: the Kubernetes API (kubeconfig or
-in-cluster), then node-local facts (pods_node; services from kube-proxy's rules,
-services_node). The CRI runtime socket is not asked: the
-node-local facts already give each local pod's netns, and need no socket protocol.
+in-cluster), then the node's CRI runtime socket (pods_cri), then node-local facts
+(pods_node; services from kube-proxy's rules, services_node). The API names every pod of
+the cluster; the runtime and the node name this node's, with their network namespaces.
 An absent source is told once, in `notes`, and never stops droptrace.
 """
 
@@ -13,6 +13,7 @@ import difflib
 from dataclasses import replace
 
 from tracer.enrich.pods_api import ApiPods, ApiUnavailable
+from tracer.enrich.pods_cri import CriPods, CriUnavailable
 from tracer.enrich.pods_node import NodePods
 from tracer.enrich.podtypes import Pod, Service
 from tracer.enrich.services_node import NodeServices
@@ -21,44 +22,75 @@ from tracer.model import IPAddress
 
 
 class PodIdentity:
-    def __init__(self, api: ApiPods | None = None, node: NodePods | None = None) -> None:
+    def __init__(
+        self, api: ApiPods | None = None, node: NodePods | None = None, cri: CriPods | None = None
+    ) -> None:
         self.api = api
+        self.cri = cri
         self.node = node or NodePods()
-        self.node_services = NodeServices(self.node.is_pod_netns)
+        self.node_services = NodeServices(self.is_pod_netns)
         self.notes: list[str] = []
         self.no_api = "Kubernetes API not asked"  # why, for an unknown --pod's one line
 
     @classmethod
     def connect(cls) -> PodIdentity:
-        """Every source that answers; what is missing becomes one note each."""
+        """Every source that answers; what is missing is told in one note."""
         api: ApiPods | None = None
-        why = None
+        cri: CriPods | None = None
+        missing = []
         try:
             api = ApiPods()
         except ApiUnavailable as err:
-            why = str(err)
+            missing.append(f"Kubernetes API not used: {err}")
         except ImportError as err:  # pragma: no cover - lightkube is a dependency
-            why = f"lightkube missing ({err})"
-        me = cls(api)
-        if why:
-            me.no_api = f"Kubernetes API not used: {why}"
-            me.notes.append(f"{me.no_api}; naming pods from node-local facts")
+            missing.append(f"Kubernetes API not used: lightkube missing ({err})")
+        try:
+            cri = CriPods.connect()
+        except CriUnavailable as err:
+            missing.append(f"no CRI runtime ({err})")
+        except ImportError as err:  # pragma: no cover - grpcio is a dependency
+            missing.append(f"no CRI runtime (grpcio missing: {err})")
+        me = cls(api, cri=cri)
+        if api is None:
+            me.no_api = "; ".join(missing)
+        if missing:
+            rest = "from the CRI runtime" if cri else "from node-local facts"
+            me.notes.append(f"{'; '.join(missing)}; naming pods {rest}")
         return me
+
+    def _local(self, uid: str) -> Pod | None:
+        """This node's view of a pod (its network namespace, its host veth), if it runs here."""
+        local = self.cri.by_uid(uid) if self.cri is not None else None
+        return local or self.node.by_uid(uid)
+
+    @staticmethod
+    def _placed(pod: Pod, local: Pod | None) -> Pod:
+        """The API's pod with where it runs on this node, as the runtime or node tells."""
+        if local is None:
+            return pod
+        return replace(
+            pod,
+            netns_inode=local.netns_inode,
+            netns_path=local.netns_path,
+            host_iface=local.host_iface,
+        )
 
     def by_ip(self, ip: IPAddress) -> Pod | None:
         if self.api is not None:
             pod = self.api.by_ip(ip)
             if pod is not None:
-                local = self.node.by_uid(pod.uid)
-                if local is not None:  # the API names it, the node knows where it runs
-                    return replace(
-                        pod,
-                        netns_inode=local.netns_inode,
-                        netns_path=local.netns_path,
-                        host_iface=local.host_iface,
-                    )
+                return self._placed(pod, self._local(pod.uid))
+        if self.cri is not None:
+            pod = self.cri.by_ip(ip)
+            if pod is not None:
                 return pod
         return self.node.by_ip(ip)
+
+    def is_pod_netns(self, inode: int) -> bool:
+        """Whether a network namespace is a pod's on this node."""
+        if self.cri is not None and self.cri.is_pod_netns(inode):
+            return True
+        return self.node.is_pod_netns(inode)
 
     def service(self, ip: IPAddress) -> Service | None:
         svc = self.api.service(ip) if self.api is not None else None
@@ -66,14 +98,11 @@ class PodIdentity:
 
     def _all(self) -> list[Pod]:
         pods = {p.uid: p for p in self.node.all()}
+        if self.cri is not None:
+            pods.update((p.uid, p) for p in self.cri.all())
         if self.api is not None:
             for p in self.api.all():
-                local = pods.get(p.uid)
-                pods[p.uid] = (
-                    replace(p, netns_inode=local.netns_inode, netns_path=local.netns_path)
-                    if local
-                    else p
-                )
+                pods[p.uid] = self._placed(p, pods.get(p.uid))
         return list(pods.values())
 
     def resolve(self, name: str, namespace: str | None = None) -> Pod:

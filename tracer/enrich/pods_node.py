@@ -85,7 +85,7 @@ class _Links:
     peers: tuple[tuple[int, int], ...]
 
 
-def _pod_links(path: Path) -> _Links:
+def pod_links(path: Path) -> _Links:
     def read() -> _Links:
         with IPRoute() as ipr:
             ips = tuple(
@@ -103,7 +103,7 @@ def _pod_links(path: Path) -> _Links:
     return netns.run_in(path, read)
 
 
-def _host_iface(pod_path: Path, pod_inode: int, peers: tuple[tuple[int, int], ...]) -> str | None:
+def host_iface(pod_path: Path, pod_inode: int, peers: tuple[tuple[int, int], ...]) -> str | None:
     """The node-side end of the pod's veth. Interface indexes repeat across namespaces, so
     the peer's namespace is found by the nsid the pod's namespace gave it (RTM_GETNSID)."""
     if not peers:
@@ -185,7 +185,7 @@ class NodePods:
             if name is None:
                 continue
             try:
-                links = _pod_links(path)
+                links = pod_links(path)
             except (OSError, NetlinkError):
                 continue
             pods[uid] = Pod(
@@ -195,7 +195,7 @@ class NodePods:
                 ips=links.ips,
                 netns_inode=inode,
                 netns_path=path,
-                host_iface=_host_iface(path, inode, links.peers),
+                host_iface=host_iface(path, inode, links.peers),
             )
         self._pods, self._pids = pods, pids
         self._by_ip = {ip: uid for uid, p in pods.items() for ip in p.ips}
@@ -213,14 +213,17 @@ class NodePods:
         except OSError:
             return False
 
-    def by_ip(self, ip: IPAddress) -> Pod | None:
+    def _at(self, ip: IPAddress) -> Pod | None:
         uid = self._by_ip.get(ip)
         # A hit is checked against its process: a deleted pod's IP is reused by the next one.
-        if uid is not None and self._alive(uid):
-            return self._pods[uid]
-        self._maybe_scan()
-        uid = self._by_ip.get(ip)
-        return self._pods.get(uid) if uid else None
+        return self._pods[uid] if uid is not None and self._alive(uid) else None
+
+    def by_ip(self, ip: IPAddress) -> Pod | None:
+        pod = self._at(ip)
+        if pod is None:
+            self._maybe_scan()
+            pod = self._at(ip)
+        return pod
 
     def by_uid(self, uid: str) -> Pod | None:
         if uid not in self._pods or not self._alive(uid):

@@ -1,0 +1,232 @@
+"""The pods this node runs, as its CRI runtime (containerd, CRI-O) tells them.
+
+The runtime knows each pod sandbox's name, namespace and UID as kubelet gave them, its IPs
+as the CNI plugin returned them, and (in the verbose status every CRI runtime fills) the
+sandbox's pid and OCI runtime spec, whose network namespace path is where the pod's drops
+happen. Needs no API server, and, unlike the node-local facts, no kubelet directories and
+no process of the pod visible in /proc: only the runtime's socket.
+
+The gRPC client is grpcio; the messages come from cri.proto (the fields droptrace reads),
+compiled when first needed, so a host without a CRI socket never imports gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from tracer.enrich import netns
+from tracer.enrich.pods_node import RESCAN_INTERVAL, host_iface, pod_links
+from tracer.enrich.podtypes import Pod
+from tracer.model import IPAddress
+
+CRI_SOCKET_ENV = "DROPTRACE_CRI_SOCKET"
+# Where containerd, CRI-O and k3s's containerd listen by default.
+DEFAULT_SOCKETS = (
+    Path("/run/containerd/containerd.sock"),
+    Path("/run/crio/crio.sock"),
+    Path("/run/k3s/containerd/containerd.sock"),
+)
+TIMEOUT = 2.0  # seconds per call: a hung runtime must not hold up droptrace
+
+
+class CriUnavailable(Exception):
+    """No CRI runtime answered; the message says why, in a few words."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Api:
+    grpc: ModuleType
+    pb: Any  # the compiled messages (runtime.v1)
+    services: Any
+
+
+_api: _Api | None = None
+
+
+def api() -> _Api:
+    """grpc and the compiled cri.proto, loaded once."""
+    global _api
+    if _api is None:
+        import grpc
+
+        # protos_and_services() finds a .proto relative to a sys.path entry: the directory
+        # holding the `tracer` package, which an editable install need not put there.
+        root = str(Path(__file__).resolve().parents[2])
+        if root not in sys.path:
+            sys.path.append(root)
+        pb, services = grpc.protos_and_services("tracer/enrich/cri.proto")
+        _api = _Api(grpc, pb, services)
+    return _api
+
+
+def socket_candidates() -> tuple[Path, ...]:
+    """$DROPTRACE_CRI_SOCKET if set (a path or unix:// address), else the usual ones."""
+    override = os.environ.get(CRI_SOCKET_ENV)
+    if override:
+        return (Path(override.removeprefix("unix://")),)
+    return DEFAULT_SOCKETS
+
+
+def netns_path_of(info_json: str) -> Path | None:
+    """The network namespace a verbose PodSandboxStatus's "info" names: the spec's path
+    (containerd and CRI-O pin it under /var/run/netns), else the sandbox process's."""
+    try:
+        info = json.loads(info_json)
+    except ValueError:
+        return None
+    spaces = ((info.get("runtimeSpec") or {}).get("linux") or {}).get("namespaces") or []
+    for ns in spaces:
+        if ns.get("type") == "network" and ns.get("path"):
+            path = Path(ns["path"])
+            if path.exists():
+                return path
+    pid = info.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        return Path(f"/proc/{pid}/ns/net")
+    return None
+
+
+class CriPods:
+    """uid -> Pod for the ready pod sandboxes of one CRI runtime, rescanned at most once a
+    second; a sandbox already known is not asked for its status again."""
+
+    def __init__(self, socket: Path) -> None:
+        a = api()
+        self.socket = socket
+        self._channel = a.grpc.insecure_channel(f"unix://{socket}")
+        self._rt = a.services.RuntimeServiceStub(self._channel)
+        try:
+            v = self._rt.Version(a.pb.VersionRequest(version="v1"), timeout=TIMEOUT)
+        except a.grpc.RpcError as err:
+            self._channel.close()
+            raise CriUnavailable(f"{socket}: {err.code().name.lower()}") from None
+        self.runtime = f"{v.runtime_name} {v.runtime_version}"
+        self._host_inode = netns.inode_of(netns.HOST_NETNS)
+        self._sandboxes: dict[str, Pod] = {}  # sandbox id -> pod
+        self._pods: dict[str, Pod] = {}  # uid -> pod
+        self._by_ip: dict[IPAddress, str] = {}
+        self._scanned = 0.0
+
+    @classmethod
+    def connect(cls) -> CriPods:
+        tried = socket_candidates()
+        present = [p for p in tried if p.is_socket()]
+        if not present:
+            raise CriUnavailable(f"no socket at {', '.join(map(str, tried))}")
+        why = []
+        for path in present:
+            try:
+                return cls(path)
+            except CriUnavailable as err:
+                why.append(str(err))
+        raise CriUnavailable("; ".join(why))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _pod(self, status: Any, info: str) -> Pod | None:
+        meta = status.metadata
+        path = netns_path_of(info)
+        if path is None:
+            return None
+        try:
+            inode = netns.inode_of(path)
+        except OSError:
+            return None
+        if inode == self._host_inode:
+            return None  # hostNetwork: its addresses are the node's
+        ips = [status.network.ip, *(x.ip for x in status.network.additional_ips)]
+        try:
+            links = pod_links(path)
+        except (OSError, NetlinkError):
+            links = None
+        addrs = tuple(ip_address(x) for x in ips if x) or (links.ips if links else ())
+        return Pod(
+            namespace=meta.namespace,
+            name=meta.name,
+            uid=meta.uid,
+            ips=addrs,
+            netns_inode=inode,
+            netns_path=path,
+            host_iface=host_iface(path, inode, links.peers) if links else None,
+        )
+
+    def scan(self) -> None:
+        """Lists the ready sandboxes; a runtime that fails to answer keeps the last list."""
+        a = api()
+        self._scanned = time.monotonic()
+        ready = a.pb.PodSandboxFilter(state=a.pb.PodSandboxStateValue(state=a.pb.SANDBOX_READY))
+        try:
+            items = self._rt.ListPodSandbox(
+                a.pb.ListPodSandboxRequest(filter=ready), timeout=TIMEOUT
+            ).items
+            found: dict[str, Pod] = {}
+            for item in items:
+                known = self._sandboxes.get(item.id)
+                if known is not None and self._same_netns(known):
+                    found[item.id] = known
+                    continue
+                resp = self._rt.PodSandboxStatus(
+                    a.pb.PodSandboxStatusRequest(pod_sandbox_id=item.id, verbose=True),
+                    timeout=TIMEOUT,
+                )
+                pod = self._pod(resp.status, resp.info.get("info", ""))
+                if pod is not None:
+                    found[item.id] = pod
+        except a.grpc.RpcError:
+            return
+        self._sandboxes = found
+        self._pods = {p.uid: p for p in found.values()}
+        self._by_ip = {ip: p.uid for p in found.values() for ip in p.ips}
+
+    @staticmethod
+    def _same_netns(pod: Pod) -> bool:
+        """Whether the pod's namespace is still the one it had (a removed sandbox's pinned
+        path is gone, its pid reused)."""
+        if pod.netns_path is None:
+            return False
+        try:
+            return netns.inode_of(pod.netns_path) == pod.netns_inode
+        except OSError:
+            return False
+
+    def _maybe_scan(self) -> None:
+        if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
+            self.scan()
+
+    def _at(self, ip: IPAddress) -> Pod | None:
+        uid = self._by_ip.get(ip)
+        pod = self._pods.get(uid) if uid else None
+        # A hit is checked: a deleted pod's IP is reused by the next one.
+        return pod if pod is not None and self._same_netns(pod) else None
+
+    def by_ip(self, ip: IPAddress) -> Pod | None:
+        pod = self._at(ip)
+        if pod is None:
+            self._maybe_scan()
+            pod = self._at(ip)
+        return pod
+
+    def by_uid(self, uid: str) -> Pod | None:
+        pod = self._pods.get(uid)
+        if pod is None or not self._same_netns(pod):
+            self._maybe_scan()
+        return self._pods.get(uid)
+
+    def is_pod_netns(self, inode: int) -> bool:
+        self._maybe_scan()
+        return any(p.netns_inode == inode for p in self._pods.values())
+
+    def all(self) -> list[Pod]:
+        self.scan()
+        return list(self._pods.values())
