@@ -48,13 +48,18 @@ class PodIdentity:
             cri = CriPods.connect()
         except CriUnavailable as err:
             missing.append(f"no CRI runtime ({err})")
-        except ImportError as err:  # pragma: no cover - grpcio is a dependency
-            missing.append(f"no CRI runtime (grpcio missing: {err})")
+        except Exception as err:  # e.g. grpcio-tools missing: the source is off, not droptrace
+            missing.append(f"no CRI runtime (its client failed: {err})")
         me = cls(api, cri=cri)
         if api is None:
             me.no_api = "; ".join(missing)
         if missing:
-            rest = "from the CRI runtime" if cri else "from node-local facts"
+            if api is not None:
+                rest = "from the Kubernetes API"
+            elif cri is not None:
+                rest = "from the CRI runtime"
+            else:
+                rest = "from node-local facts"
             me.notes.append(f"{'; '.join(missing)}; naming pods {rest}")
         return me
 

@@ -12,6 +12,7 @@ compiled when first needed, so a host without a CRI socket never imports gRPC.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ DEFAULT_SOCKETS = (
     Path("/run/k3s/containerd/containerd.sock"),
 )
 TIMEOUT = 2.0  # seconds per call: a hung runtime must not hold up droptrace
+BACKOFF = 10.0  # seconds without asking a runtime that failed to answer
 
 
 class CriUnavailable(Exception):
@@ -84,9 +86,11 @@ def netns_path_of(info_json: str) -> Path | None:
         info = json.loads(info_json)
     except ValueError:
         return None
-    spaces = ((info.get("runtimeSpec") or {}).get("linux") or {}).get("namespaces") or []
-    for ns in spaces:
-        if ns.get("type") == "network" and ns.get("path"):
+    if not isinstance(info, dict):
+        return None
+    linux = (info.get("runtimeSpec") or {}).get("linux") or {}
+    for ns in linux.get("namespaces") or []:
+        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
             path = Path(ns["path"])
             if path.exists():
                 return path
@@ -112,7 +116,7 @@ class CriPods:
             raise CriUnavailable(f"{socket}: {err.code().name.lower()}") from None
         self.runtime = f"{v.runtime_name} {v.runtime_version}"
         self._host_inode = netns.inode_of(netns.HOST_NETNS)
-        self._sandboxes: dict[str, Pod] = {}  # sandbox id -> pod
+        self._sandboxes: dict[str, Pod | None] = {}  # sandbox id -> pod (None: host network)
         self._pods: dict[str, Pod] = {}  # uid -> pod
         self._by_ip: dict[IPAddress, str] = {}
         self._scanned = 0.0
@@ -145,24 +149,28 @@ class CriPods:
             return None
         if inode == self._host_inode:
             return None  # hostNetwork: its addresses are the node's
-        ips = [status.network.ip, *(x.ip for x in status.network.additional_ips)]
+        addrs: list[IPAddress] = []
+        for text in (status.network.ip, *(x.ip for x in status.network.additional_ips)):
+            with contextlib.suppress(ValueError):
+                addrs.append(ip_address(text))
         try:
             links = pod_links(path)
         except (OSError, NetlinkError):
             links = None
-        addrs = tuple(ip_address(x) for x in ips if x) or (links.ips if links else ())
         return Pod(
             namespace=meta.namespace,
             name=meta.name,
             uid=meta.uid,
-            ips=addrs,
+            ips=tuple(addrs) or (links.ips if links else ()),
             netns_inode=inode,
             netns_path=path,
             host_iface=host_iface(path, inode, links.peers) if links else None,
         )
 
     def scan(self) -> None:
-        """Lists the ready sandboxes; a runtime that fails to answer keeps the last list."""
+        """Lists the ready sandboxes. A runtime that fails to answer keeps the last list and
+        is not asked again for BACKOFF seconds: drops are explained on one thread, which a
+        hung runtime must not hold up for a call timeout on every unknown address."""
         a = api()
         self._scanned = time.monotonic()
         ready = a.pb.PodSandboxFilter(state=a.pb.PodSandboxStateValue(state=a.pb.SANDBOX_READY))
@@ -170,24 +178,34 @@ class CriPods:
             items = self._rt.ListPodSandbox(
                 a.pb.ListPodSandboxRequest(filter=ready), timeout=TIMEOUT
             ).items
-            found: dict[str, Pod] = {}
-            for item in items:
-                known = self._sandboxes.get(item.id)
-                if known is not None and self._same_netns(known):
+        except a.grpc.RpcError:
+            self._scanned += BACKOFF
+            return
+        found: dict[str, Pod | None] = {}
+        for item in items:
+            if item.id in self._sandboxes:
+                known = self._sandboxes[item.id]
+                if known is None or self._same_netns(known):  # None: not a pod network
                     found[item.id] = known
                     continue
+            try:
                 resp = self._rt.PodSandboxStatus(
                     a.pb.PodSandboxStatusRequest(pod_sandbox_id=item.id, verbose=True),
                     timeout=TIMEOUT,
                 )
-                pod = self._pod(resp.status, resp.info.get("info", ""))
-                if pod is not None:
-                    found[item.id] = pod
-        except a.grpc.RpcError:
-            return
+            except a.grpc.RpcError as err:
+                if err.code() == a.grpc.StatusCode.NOT_FOUND:
+                    continue  # removed since the list
+                self._scanned += BACKOFF
+                break
+            try:
+                found[item.id] = self._pod(resp.status, resp.info.get("info", ""))
+            except (AttributeError, TypeError):  # an "info" of another shape: not named
+                found[item.id] = None
         self._sandboxes = found
-        self._pods = {p.uid: p for p in found.values()}
-        self._by_ip = {ip: p.uid for p in found.values() for ip in p.ips}
+        pods = [p for p in found.values() if p is not None]
+        self._pods = {p.uid: p for p in pods}
+        self._by_ip = {ip: p.uid for p in pods for ip in p.ips}
 
     @staticmethod
     def _same_netns(pod: Pod) -> bool:
@@ -221,7 +239,8 @@ class CriPods:
         pod = self._pods.get(uid)
         if pod is None or not self._same_netns(pod):
             self._maybe_scan()
-        return self._pods.get(uid)
+            pod = self._pods.get(uid)
+        return pod if pod is not None and self._same_netns(pod) else None
 
     def is_pod_netns(self, inode: int) -> bool:
         self._maybe_scan()
