@@ -11,6 +11,7 @@ source that can name them is the runtime.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,7 @@ class CriRuntime:
         self._proc: subprocess.Popen[bytes] | None = None
         self._host_dirs_before = {d: d.exists() for d in HOST_DIRS}
         self._stub = None
+        self._netns: list[str] = []  # of the sandboxes run, in case one outlives its removal
 
     def _pause_image(self) -> Path:
         archive = self.root / "pause.tar"
@@ -78,7 +80,7 @@ class CriRuntime:
         cni.mkdir()
         (cni / "10-droptrace-test.conflist").write_text(
             f"""{{"cniVersion": "0.4.0", "name": "dt{self.tag}", "plugins": [
-  {{"type": "bridge", "bridge": "{self.bridge}", "isGateway": true, "ipMasq": false,
+  {{"type": "bridge", "bridge": "{self.bridge}", "ipMasq": false,
    "ipam": {{"type": "host-local", "subnet": "{self.subnet}",
              "dataDir": "{self.root / "ipam"}"}}}},
   {{"type": "loopback"}}]}}
@@ -158,6 +160,7 @@ state = "{r / "state"}"
         assert path is not None and path.parent == Path("/var/run/netns"), resp.info
         ip = resp.status.network.ip
         assert ip_address(ip) in ip_network(self.subnet), ip
+        self._netns.append(path.name)
         return Sandbox(sid, namespace, name, uid, ip, path.name)
 
     def remove_pod(self, sandbox: Sandbox) -> None:
@@ -166,12 +169,17 @@ state = "{r / "state"}"
         rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=60)
 
     def stop(self) -> None:
-        """Every sandbox removed, containerd stopped, and nothing of it left on the host."""
+        """Every sandbox removed, containerd stopped, and nothing of it left on the host,
+        also when something failed on the way."""
         if self._proc is not None and self._proc.poll() is None:
+            items = []
             with contextlib.suppress(Exception):
                 pb, rt = self._rt()
-                for item in rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
+                items = list(rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items)
+            for item in items:
+                with contextlib.suppress(Exception):
                     rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=item.id), timeout=60)
+                with contextlib.suppress(Exception):
                     rt.RemovePodSandbox(
                         pb.RemovePodSandboxRequest(pod_sandbox_id=item.id), timeout=60
                     )
@@ -181,17 +189,36 @@ state = "{r / "state"}"
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            top = hierarchy / self.cgroup_parent.lstrip("/")
-            if top.is_dir():
-                for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
-                    if d.is_dir():
-                        with contextlib.suppress(OSError):
-                            d.rmdir()
+        # What a failed removal left: processes in the test's cgroups, pinned namespaces.
+        tops = self._cgroup_tops()
+        for top in tops:
+            for procs in top.rglob("cgroup.procs"):
                 with contextlib.suppress(OSError):
-                    top.rmdir()
+                    for pid in procs.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+        for netns in self._netns:
+            if Path(f"/var/run/netns/{netns}").exists():
+                subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        deadline = time.monotonic() + 5
+        for top in tops:  # deepest first; a cgroup whose processes are exiting is busy a moment
+            for d in sorted([*top.rglob("*"), top], key=lambda p: -len(p.parts)):
+                while d.is_dir():
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
         for d, existed in self._host_dirs_before.items():
             if not existed:
                 shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)  # images, containerd's root and state
+
+    def _cgroup_tops(self) -> list[Path]:
+        """The test's cgroup in every hierarchy: cgroup v2's one tree or each v1 controller's."""
+        base = Path("/sys/fs/cgroup")
+        rel = self.cgroup_parent.lstrip("/")
+        found = [base / rel, *(h / rel for h in base.iterdir() if h.is_dir())]
+        return [d for d in found if d.is_dir()]
