@@ -274,7 +274,8 @@ def test_kubectl_droptrace_shows_a_pods_drops_from_the_agent_on_its_node(
         res = plugin.wait()
     assert res.rc == 0, res.stderr
     assert f"pod {ns}/pod-a is on node {NODE}: droptrace in agent droptrace-abcde" in res.stderr
-    assert f"droptrace: pod {ns}/pod-a (198.18.1.2)" in res.stderr  # the agent: its --pod
+    # The agent's --pod: named by the API, placed on the node (its host veth) by the node.
+    assert f"droptrace: pod {ns}/pod-a (198.18.1.2 via veth-pod-a)" in res.stderr
     # Only this lab's node1 counts: another lab on the machine may reuse pod-a's address.
     mine = [e for e in res.events if e["netns"] == prefix + "node1"]
     assert [e["reason"] for e in mine] == ["NO_SOCKET"] * 3, res.events
