@@ -25,8 +25,9 @@ from tracer.enrich import pods_cri
 
 PAUSE_IMAGE = "localhost/droptrace-test-pause:1"
 CNI_BIN = Path("/usr/lib/cni")
-# Made by containerd and libcni outside its configured root (shim sockets, the CNI cache).
-HOST_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"))
+# Made outside the configured roots: containerd's shim sockets, libcni's cache, and
+# buildah's blob-info cache (which has no option to move it).
+HOST_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/containers"))
 
 
 @dataclass(frozen=True)
