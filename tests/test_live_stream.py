@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -153,6 +154,20 @@ def test_duration_and_ctrl_c_end_cleanly_with_a_summary(netns: MakeNetns) -> Non
     assert res.rc == 0, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
     assert "NO_SOCKET" in res.stdout and "events lost" in res.stdout
+
+
+def test_sigint_ends_it_also_when_started_with_sigint_ignored(netns: MakeNetns) -> None:
+    """As a shell's background job (`droptrace ... &` in a script) starts: SIGINT ignored."""
+    ns = netns("bgint")
+    ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", sys.executable, "-m", "tracer"]
+    with Droptrace("--netns", ns, program=ignoring) as dt:
+        send_udp(ns, "127.0.0.1", 9, n=1)
+        time.sleep(0.5)
+        dt.interrupt()
+        res = dt.wait(timeout=20)
+    assert res.rc == 0, res.stderr
+    assert "NO_SOCKET" in res.stdout and "Traceback" not in res.stderr
+    assert loaded_droptrace_programs() == []
 
 
 def test_tiny_ring_buffer_loses_events_but_totals_stay_exact(netns: MakeNetns) -> None:

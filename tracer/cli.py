@@ -57,6 +57,9 @@ def _sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python
+    # then leaves it so: `kill -INT` must still end droptrace cleanly, like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
