@@ -170,6 +170,21 @@ def test_sigint_ends_it_also_when_started_with_sigint_ignored(netns: MakeNetns) 
     assert loaded_droptrace_programs() == []
 
 
+def test_a_watched_namespace_that_is_deleted_ends_the_trace_in_one_line(
+    netns: MakeNetns,
+) -> None:
+    ns = netns("gone")
+    with Droptrace("--json", "--netns", ns) as dt:
+        send_udp(ns, "127.0.0.1", 9, n=1)
+        time.sleep(0.5)
+        sh("ip", "netns", "del", ns)  # its inode may be the next namespace's
+        res = dt.wait(timeout=20)
+    assert res.rc == 0, res.stderr
+    assert f"droptrace: network namespace {ns} is gone; stopping" in res.stderr
+    assert [e["reason"] for e in res.events] == ["NO_SOCKET"], res.events
+    assert "Traceback" not in res.stderr and loaded_droptrace_programs() == []
+
+
 def test_tiny_ring_buffer_loses_events_but_totals_stay_exact(netns: MakeNetns) -> None:
     ns = netns("ring")
     args = ("--json", "--netns", ns, "--ring-size", "4096", "--flow-limit", "0")

@@ -6,6 +6,7 @@ import difflib
 import json
 import signal
 import sys
+import threading
 from ipaddress import ip_network
 from typing import Any, NoReturn
 
@@ -167,11 +168,13 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     _mount_filesystems()
     _sigterm_as_interrupt()
+    stop = threading.Event()
+    _end_when_gone([netns.resolve(s) for s in netns_specs], stop)
     summary = run(
         filters,
         Enricher(known, pods),
         _sink(as_json),
-        Limits(duration, count),
+        Limits(duration, count, stop),
         ring_size,
         show_benign=show_all,
         on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
@@ -181,6 +184,31 @@ def main(
     if summary_json:
         with open(summary_json, "w") as f:
             json.dump(summary.to_json(), f)
+
+
+def _end_when_gone(refs: list[netns.NetnsRef], stop: threading.Event) -> None:
+    """A watched namespace that is deleted (its pod restarted, its process gone) ends the
+    session, said in one line: the kernel may give its inode number to the next namespace,
+    whose drops the filter would then show as this one's."""
+
+    def gone(ref: netns.NetnsRef) -> bool:
+        try:
+            return netns.inode_of(ref.path) != ref.inode
+        except OSError:
+            return True
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            for ref in refs:
+                if gone(ref):
+                    click.echo(
+                        f"droptrace: network namespace {ref.name} is gone; stopping", err=True
+                    )
+                    stop.set()
+                    return
+
+    if refs:
+        threading.Thread(target=watch, name="netns-watch", daemon=True).start()
 
 
 def _tell(notes: list[str]) -> None:
