@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -183,6 +184,26 @@ def test_a_watched_namespace_that_is_deleted_ends_the_trace_in_one_line(
     assert f"droptrace: network namespace {ns} is gone; stopping" in res.stderr
     assert [e["reason"] for e in res.events] == ["NO_SOCKET"], res.events
     assert "Traceback" not in res.stderr and loaded_droptrace_programs() == []
+
+
+def test_a_namespace_given_by_pid_is_traced_after_that_process_ends(netns: MakeNetns) -> None:
+    ns = netns("bypid")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
+    try:
+        time.sleep(0.3)  # `ip netns exec` has entered the namespace
+        path = f"/proc/{proc.pid}/ns/net"
+        with Droptrace("--json", "--netns", path, "--duration", "4") as dt:
+            proc.kill()
+            proc.wait()
+            time.sleep(1.5)  # past the namespace watcher's check
+            send_udp(ns, "127.0.0.1", 9, n=1)  # the namespace lives on (named)
+            res = dt.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert res.rc == 0, res.stderr
+    assert "is gone" not in res.stderr
+    assert [e["reason"] for e in res.events] == ["NO_SOCKET"], res.events
 
 
 def test_tiny_ring_buffer_loses_events_but_totals_stay_exact(netns: MakeNetns) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from ipaddress import ip_network
 from typing import Any, NoReturn
 
@@ -163,33 +166,42 @@ def main(
     pods = PodIdentity.connect()
     if pod:  # an unknown pod is one line, which says why the API was not asked
         netns_specs, networks = _pod_scope(pods, pod, namespace, netns_specs, networks)
-    filters = _filters(known, netns_specs, networks, iface, reasons)
+    refs = _resolve(netns_specs)
+    filters = _filters(known, refs, networks, iface, reasons)
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
     _mount_filesystems()
     _sigterm_as_interrupt()
     stop = threading.Event()
-    _end_when_gone([netns.resolve(s) for s in netns_specs], stop)
-    summary = run(
-        filters,
-        Enricher(known, pods),
-        _sink(as_json),
-        Limits(duration, count, stop),
-        ring_size,
-        show_benign=show_all,
-        on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
-        flow_limit=flow_limit,
-        stream_rate=stream_rate,
-    )
+    with _watching(refs, stop):
+        summary = run(
+            filters,
+            Enricher(known, pods),
+            _sink(as_json),
+            Limits(duration, count, stop),
+            ring_size,
+            show_benign=show_all,
+            on_ready=lambda: _tell(pods.notes),  # once tracing: bad input stays one line
+            flow_limit=flow_limit,
+            stream_rate=stream_rate,
+        )
     if summary_json:
         with open(summary_json, "w") as f:
             json.dump(summary.to_json(), f)
 
 
-def _end_when_gone(refs: list[netns.NetnsRef], stop: threading.Event) -> None:
-    """A watched namespace that is deleted (its pod restarted, its process gone) ends the
-    session, said in one line: the kernel may give its inode number to the next namespace,
-    whose drops the filter would then show as this one's."""
+@contextlib.contextmanager
+def _watching(refs: list[netns.NetnsRef], stop: threading.Event) -> Iterator[None]:
+    """While tracing, each watched namespace is held open, so the kernel cannot give its
+    inode number to a new namespace whose drops the filter would then show as this one's.
+    A named one (`ip netns`) that is deleted ends the trace, said in one line. A
+    /proc/PID/ns/net path is not watched: its process may end while the namespace lives on."""
+    held = []
+    for ref in refs:
+        with contextlib.suppress(OSError):
+            held.append(os.open(ref.path, os.O_RDONLY))
+    named = [r for r in refs if r.path.parent in netns.NETNS_DIRS]
+    done, lock = threading.Event(), threading.Lock()
 
     def gone(ref: netns.NetnsRef) -> bool:
         try:
@@ -198,17 +210,34 @@ def _end_when_gone(refs: list[netns.NetnsRef], stop: threading.Event) -> None:
             return True
 
     def watch() -> None:
-        while not stop.wait(1.0):
-            for ref in refs:
+        while not done.wait(1.0):
+            for ref in named:
                 if gone(ref):
-                    click.echo(
-                        f"droptrace: network namespace {ref.name} is gone; stopping", err=True
-                    )
-                    stop.set()
+                    with lock:  # never after the trace ended (and its summary)
+                        if not done.is_set():
+                            click.echo(
+                                f"droptrace: network namespace {ref.name} is gone; stopping",
+                                err=True,
+                            )
+                            stop.set()
                     return
 
-    if refs:
-        threading.Thread(target=watch, name="netns-watch", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="netns-watch", daemon=True)
+    if named:
+        watcher.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+        if named:
+            watcher.join()
+        for fd in held:
+            os.close(fd)
+
+
+def _resolve(netns_specs: tuple[str, ...]) -> list[netns.NetnsRef]:
+    return [netns.resolve(s) for s in netns_specs]
 
 
 def _tell(notes: list[str]) -> None:
@@ -240,12 +269,11 @@ def _pod_scope(
 
 def _filters(
     known: DropReasons,
-    netns_specs: tuple[str, ...],
+    refs: list[netns.NetnsRef],
     networks: tuple[Network, ...],
     iface: str | None = None,
     reasons: tuple[str, ...] = (),
 ) -> Filters:
-    refs = [netns.resolve(s) for s in netns_specs]
     ifindex = 0
     if iface:
         where = refs[0] if refs else netns.resolve("host")
@@ -406,7 +434,7 @@ def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> N
 
     networks = _networks(cidrs)
     known = _checks()
-    filters = _filters(known, netns_specs, networks)
+    filters = _filters(known, _resolve(netns_specs), networks)
     _mount_filesystems()
     for note in recorder.start(filters, size, kernel_reasons=known.available):
         click.echo(f"droptrace: {note}", err=True)
@@ -520,7 +548,7 @@ def serve(
     address = agent.parse_listen(listen)
     networks = _networks(cidrs)
     known = _checks()
-    filters = _filters(known, netns_specs, networks)
+    filters = _filters(known, _resolve(netns_specs), networks)
     pods = PodIdentity.connect()
     _mount_filesystems()
     _sigterm_as_interrupt()
