@@ -26,7 +26,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from tracer.enrich import netns
-from tracer.enrich.pods_node import RESCAN_INTERVAL, host_iface, pod_links
+from tracer.enrich.pods_node import PodCache, host_iface, pod_links
 from tracer.enrich.podtypes import Pod
 from tracer.model import IPAddress
 
@@ -100,9 +100,9 @@ def netns_path_of(info_json: str) -> Path | None:
     return None
 
 
-class CriPods:
-    """uid -> Pod for the ready pod sandboxes of one CRI runtime, rescanned at most once a
-    second; a sandbox already known is not asked for its status again."""
+class CriPods(PodCache):
+    """The ready pod sandboxes of one CRI runtime; a sandbox already known is not asked for
+    its status again."""
 
     def __init__(self, socket: Path) -> None:
         a = api()
@@ -115,11 +115,8 @@ class CriPods:
             self._channel.close()
             raise CriUnavailable(f"{socket}: {err.code().name.lower()}") from None
         self.runtime = f"{v.runtime_name} {v.runtime_version}"
-        self._host_inode = netns.inode_of(netns.HOST_NETNS)
+        super().__init__()
         self._sandboxes: dict[str, Pod | None] = {}  # sandbox id -> pod (None: host network)
-        self._pods: dict[str, Pod] = {}  # uid -> pod
-        self._by_ip: dict[IPAddress, str] = {}
-        self._scanned = 0.0
 
     @classmethod
     def connect(cls) -> CriPods:
@@ -218,34 +215,6 @@ class CriPods:
         except OSError:
             return False
 
-    def _maybe_scan(self) -> None:
-        if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
-            self.scan()
-
-    def _at(self, ip: IPAddress) -> Pod | None:
-        uid = self._by_ip.get(ip)
-        pod = self._pods.get(uid) if uid else None
-        # A hit is checked: a deleted pod's IP is reused by the next one.
-        return pod if pod is not None and self._same_netns(pod) else None
-
-    def by_ip(self, ip: IPAddress) -> Pod | None:
-        pod = self._at(ip)
-        if pod is None:
-            self._maybe_scan()
-            pod = self._at(ip)
-        return pod
-
-    def by_uid(self, uid: str) -> Pod | None:
+    def _alive(self, uid: str) -> bool:
         pod = self._pods.get(uid)
-        if pod is None or not self._same_netns(pod):
-            self._maybe_scan()
-            pod = self._pods.get(uid)
-        return pod if pod is not None and self._same_netns(pod) else None
-
-    def is_pod_netns(self, inode: int) -> bool:
-        self._maybe_scan()
-        return any(p.netns_inode == inode for p in self._pods.values())
-
-    def all(self) -> list[Pod]:
-        self.scan()
-        return list(self._pods.values())
+        return pod is not None and self._same_netns(pod)

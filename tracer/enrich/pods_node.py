@@ -139,15 +139,61 @@ def host_iface(pod_path: Path, pod_inode: int, peers: tuple[tuple[int, int], ...
     return None
 
 
-class NodePods:
-    """uid -> Pod for the pods running on this node, rescanned at most once a second."""
+class PodCache:
+    """uid -> Pod for the pods running on this node, as one source sees them: rescanned on
+    a miss, at most once a second; a hit is checked to be alive first, since a deleted
+    pod's IP is reused by the next one. A source fills `_pods` and `_by_ip` in scan() and
+    says in _alive() whether a pod it found is still there."""
 
     def __init__(self) -> None:
         self._pods: dict[str, Pod] = {}
         self._by_ip: dict[IPAddress, str] = {}
-        self._pids: dict[str, int] = {}
-        self._scanned = 0.0
+        self._scanned = 0.0  # when to rescan is measured from here
         self._host_inode = netns.inode_of(netns.HOST_NETNS)
+
+    def scan(self) -> None:
+        raise NotImplementedError
+
+    def _alive(self, uid: str) -> bool:
+        raise NotImplementedError
+
+    def _maybe_scan(self) -> None:
+        if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
+            self.scan()
+
+    def _live(self, uid: str | None) -> Pod | None:
+        return self._pods.get(uid) if uid is not None and self._alive(uid) else None
+
+    def by_ip(self, ip: IPAddress) -> Pod | None:
+        pod = self._live(self._by_ip.get(ip))
+        if pod is None:
+            self._maybe_scan()
+            pod = self._live(self._by_ip.get(ip))
+        return pod
+
+    def by_uid(self, uid: str) -> Pod | None:
+        pod = self._live(uid)
+        if pod is None:
+            self._maybe_scan()
+            pod = self._live(uid)
+        return pod
+
+    def is_pod_netns(self, inode: int) -> bool:
+        """Whether a network namespace is one of the pods' seen by the last scan."""
+        self._maybe_scan()
+        return any(p.netns_inode == inode for p in self._pods.values())
+
+    def all(self) -> list[Pod]:
+        self.scan()
+        return list(self._pods.values())
+
+
+class NodePods(PodCache):
+    """The pods running on this node, from /proc, cgroups and kubelet's directories."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pids: dict[str, int] = {}
 
     def _processes(self) -> dict[str, int]:
         """uid -> the lowest pid of that pod outside the host's network namespace."""
@@ -200,10 +246,6 @@ class NodePods:
         self._pods, self._pids = pods, pids
         self._by_ip = {ip: uid for uid, p in pods.items() for ip in p.ips}
 
-    def _maybe_scan(self) -> None:
-        if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
-            self.scan()
-
     def _alive(self, uid: str) -> bool:
         pod, pid = self._pods.get(uid), self._pids.get(uid)
         if pod is None or pid is None:
@@ -212,29 +254,3 @@ class NodePods:
             return netns.inode_of(Path(f"/proc/{pid}/ns/net")) == pod.netns_inode
         except OSError:
             return False
-
-    def _at(self, ip: IPAddress) -> Pod | None:
-        uid = self._by_ip.get(ip)
-        # A hit is checked against its process: a deleted pod's IP is reused by the next one.
-        return self._pods[uid] if uid is not None and self._alive(uid) else None
-
-    def by_ip(self, ip: IPAddress) -> Pod | None:
-        pod = self._at(ip)
-        if pod is None:
-            self._maybe_scan()
-            pod = self._at(ip)
-        return pod
-
-    def by_uid(self, uid: str) -> Pod | None:
-        if uid not in self._pods or not self._alive(uid):
-            self._maybe_scan()
-        return self._pods.get(uid)
-
-    def is_pod_netns(self, inode: int) -> bool:
-        """Whether a network namespace is one of the pods' seen by the last scan."""
-        self._maybe_scan()
-        return any(p.netns_inode == inode for p in self._pods.values())
-
-    def all(self) -> list[Pod]:
-        self.scan()
-        return list(self._pods.values())
