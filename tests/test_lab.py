@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,44 @@ from tracer.lab.runner import lab_namespaces
 from tracer.lab.scenarios import SCENARIOS, Scenario
 
 pytestmark = pytest.mark.root
+
+# The --json shape of every scenario's diagnosed drop, recorded before the restructuring
+# (issue 16): field names, evidence keys, explanation and fix. DROPTRACE_RECORD_CONTRACT=1
+# rewrites it from the current code.
+CONTRACT = Path(__file__).with_name("lab_json_contract.json")
+
+
+def _shape(value: Any) -> Any:
+    """Keys all the way down; values only where they are not per-run (times, inodes)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def _contract(event: dict[str, Any], prefix: str) -> dict[str, Any]:
+    def text(v: str | None) -> str | None:
+        if not v:
+            return v
+        # The run's own names and a client's ephemeral port differ from run to run.
+        v = v.replace(prefix, "PREFIX-")
+        return re.sub(r":(\d{5})\b", lambda m: ":EPHEMERAL" if int(m[1]) >= 32768 else m[0], v)
+
+    return {
+        "fields": sorted(event),
+        "evidence": _shape(event["evidence"]),
+        "rule": event["rule"],
+        "explanation": text(event["explanation"]),
+        "fix": text(event["fix"]),
+    }
+
+
+def _check_contract(name: str, got: dict[str, Any]) -> None:
+    recorded = json.loads(CONTRACT.read_text()) if CONTRACT.exists() else {}
+    if os.environ.get("DROPTRACE_RECORD_CONTRACT"):
+        recorded[name] = got
+        CONTRACT.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        return
+    assert got == recorded[name]
 
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -31,6 +72,7 @@ def test_scenario_is_diagnosed_where_it_happens_and_leaves_nothing(s: Scenario) 
         assert hits, f"no {s.category} drop in {prefix + s.drop_node}: {events}"
         assert hits[0]["iface"] == s.drop_iface
         assert hits[0]["explanation"]
+        _check_contract(s.name, _contract(hits[0], prefix))
         assert lab_namespaces(prefix) == []
     finally:
         run_cli("lab", "down", "--prefix", prefix)
