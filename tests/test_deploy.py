@@ -17,10 +17,10 @@ import promql_parser
 import pytest
 import yaml
 
-from tracer.enrich.netns import NETNS_DIRS
 from tracer.enrich.pods_node import KUBELET_ROOT_ENV
 from tracer.recorder import PIN_DIR
-from tracer.system import BPFFS, TRACEFS, VMLINUX_BTF
+from tracer.system.netns import NETNS_DIRS
+from tracer.system.preflight import BPFFS, TRACEFS, VMLINUX_BTF
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

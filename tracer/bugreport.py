@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from tracer import recorder
-from tracer.classify import classify
-from tracer.enrich import Enricher, host
-from tracer.events import decode
-from tracer.model import AttributedDrop
+from tracer.pipeline import Pipeline
 from tracer.sinks.jsonl import to_json
+from tracer.system import host
 
 
-def build(enricher: Enricher) -> dict[str, Any]:
+def build(pipeline: Pipeline) -> dict[str, Any]:
     rec = recorder.read()
-    drops = []
-    for raw in rec.events:
-        d = decode(raw)
-        facts = enricher.facts(d)
-        drops.append(to_json(AttributedDrop(d, facts, classify(d, facts))))
-    counters = []
-    totals: Counter[str] = Counter()
-    for key, n in sorted(rec.counters.items(), key=lambda kv: -kv[1]):
-        reason = enricher.reasons.name(key.reason)
-        totals[reason] += n
-        counters.append(
-            {
-                "reason": reason,
-                "location": enricher.symbols.name(key.location),
-                "iface": enricher.ifaces.name(key.netns, key.ifindex),
-                "netns": enricher.netns.name(key.netns),
-                "count": n,
-            }
-        )
+    enricher = pipeline.enricher
+    drops = [to_json(pipeline.explain_raw(raw)) for raw in rec.events]
+    counters = [asdict(c) for c in pipeline.counted(rec.counters)]
+    totals = pipeline.totals(rec.counters).per_reason
     sysctls = {}
     inodes = {k.netns for k in rec.counters} | {enricher.netns.lookup_host()}
     for inode in sorted(inodes):
@@ -64,7 +47,7 @@ def build(enricher: Enricher) -> dict[str, Any]:
         },
         "totals": {
             "matched": rec.stats.matched,
-            "per_reason": dict(totals.most_common()),
+            "per_reason": totals,
             "uncounted": rec.stats.uncounted,
         },
         "counters": counters,

@@ -14,13 +14,6 @@ _AF_INET = 2
 _AF_INET6 = 10
 _PORTED = {socket.IPPROTO_TCP, socket.IPPROTO_UDP, 132}  # 132: SCTP
 _ICMP = {socket.IPPROTO_ICMP, 58}  # 58: ICMPv6
-PROTO_NAMES = {
-    socket.IPPROTO_TCP: "tcp",
-    socket.IPPROTO_UDP: "udp",
-    132: "sctp",
-    1: "icmp",
-    58: "icmpv6",
-}
 
 
 @cache
@@ -66,7 +59,3 @@ def decode(raw: bytes) -> Drop:
         nf_hook=e.nf_hook,
         nf_pf=e.nf_pf,
     )
-
-
-def proto_name(l4proto: int) -> str | None:
-    return PROTO_NAMES.get(l4proto, str(l4proto) if l4proto else None)

@@ -14,17 +14,17 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from importlib import resources
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tracer import abi, causes, libbpf
+from tracer import abi, libbpf
+from tracer.causes import attach as causes
 from tracer.errors import BpfObjectMissing, HookUnavailable
-
-Network = IPv4Network | IPv6Network
+from tracer.model.net import Network
+from tracer.model.tracing import CounterKey, Filters, HookReport, HookState, HookStatus, Stats
 
 # (hook name shown to users, program name in drop.bpf.c), most capable first.
 KFREE_SKB_VARIANTS = (
@@ -40,42 +40,6 @@ DEFAULT_FLOW_LIMIT = 20
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
 
 
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """What the kernel side lets through; empty means everything."""
-
-    netns: tuple[int, ...] = ()
-    networks: tuple[Network, ...] = ()
-    reasons: tuple[int, ...] = ()
-    ifindex: int = 0
-    ignore: tuple[tuple[int, int], ...] = ()  # [start, end) code ranges that free non-packets
-    nf_span: tuple[int, int] | None = None  # nf_hook_slow's code; None: read from kallsyms
-
-
-@dataclass(frozen=True, slots=True)
-class CounterKey:
-    location: int
-    reason: int
-    ifindex: int
-    netns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    matched: int
-    lost: int
-    uncounted: int
-    suppressed: int = 0
-
-
-@dataclass(slots=True)
-class HookReport:
-    active: list[str] = field(default_factory=list)
-    unavailable: list[str] = field(default_factory=list)  # one line each: hook and why
-    # Cause hooks not attached: needed only where kfree_skb gives no reason (before 5.17).
-    optional: list[str] = field(default_factory=list)
-
-
 def object_path(name: str = "drop.bpf.o") -> Path:
     override = os.environ.get("DROPTRACE_BPF_DIR")
     path = (
@@ -84,14 +48,6 @@ def object_path(name: str = "drop.bpf.o") -> Path:
     if not path.is_file():
         raise BpfObjectMissing(f"BPF object {path} not found: build it with `make bpf`")
     return path
-
-
-def _why(err: OSError) -> str:
-    log = [line for line in libbpf.take_log() if line]
-    detail = next(
-        (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
-    )
-    return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
 
 
 def _mapped(net: Network) -> tuple[bytes, int]:
@@ -123,7 +79,7 @@ def _words(raw: bytes) -> tuple[int, int]:
 
 
 def _nf_span() -> tuple[int, int] | None:
-    from tracer.enrich.kernel import KernelSymbols  # kallsyms: only read when it is needed
+    from tracer.system.kernel import KernelSymbols  # kallsyms: only read when it is needed
 
     return KernelSymbols().span("nf_hook_slow")
 
@@ -143,7 +99,7 @@ class DropTracer:
         """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out."""
         self.filters = filters
         self._causes_needed = not kernel_reasons
-        self.hooks = HookReport()
+        self.hooks = HookReport(kernel_reasons=kernel_reasons)
         self._stack = ExitStack()
         path = object_path()
         try:
@@ -165,7 +121,8 @@ class DropTracer:
             raise HookUnavailable(f"{_FORCE_ENV}={forced} is not one of {', '.join(names)}")
         start = names.index(forced) if forced else 0
         for hook, _ in KFREE_SKB_VARIANTS[:start]:
-            self.hooks.unavailable.append(f"{hook}: skipped ({_FORCE_ENV}={forced})")
+            skipped = f"skipped ({_FORCE_ENV}={forced})"
+            self.hooks.hooks.append(HookStatus(hook, HookState.REFUSED, skipped))
         for hook, program in KFREE_SKB_VARIANTS[start:]:
             for plan in causes.plans(self._causes_needed):
                 libbpf.take_log()
@@ -182,13 +139,13 @@ class DropTracer:
                 except OSError as err:
                     obj.close()
                     if plan:  # retry without these optional programs
-                        refused = ", ".join(causes.programs_of(plan[0]))
-                        self.hooks.optional.append(f"{refused}: {_why(err)}")
+                        self.hooks.hooks += causes.refused(plan[0], libbpf.describe(err))
                         continue
-                    self.hooks.unavailable.append(f"{hook}: {_why(err)}")
+                    why = libbpf.describe(err)
+                    self.hooks.hooks.append(HookStatus(hook, HookState.REFUSED, why))
                     break
                 self._stack.callback(obj.close)
-                self.hooks.active.append(hook)
+                self.hooks.hooks.append(HookStatus(hook, HookState.ACTIVE))
                 self._cause_plan = plan
                 return obj, program
         raise HookUnavailable(
@@ -225,15 +182,9 @@ class DropTracer:
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
-        on, self._cause_links = causes.attach(
-            obj,
-            self._cause_plan,
-            self._stack,
-            self.hooks.active,
-            self.hooks.optional,
-            _why,
-            self._causes_needed,
-        )
+        self._causes = causes.attach(obj, self._cause_plan, self._stack, self._causes_needed)
+        self.hooks.hooks += self._causes.hooks
+        on = self._causes.on
         nf_span = (f.nf_span or _nf_span()) if on.get("DT_CAUSE_NETFILTER") else None
         causes.configure(cfg, on, nf_span)
         obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
@@ -245,7 +196,7 @@ class DropTracer:
         for name in maps:
             self._obj.map(name).pin(directory / name)
         self._link.pin(directory / "link")
-        for name, link in self._cause_links:  # else the recorder's parked drops never finish
+        for name, link in self._causes.links:  # else the recorder's parked drops never finish
             link.pin(directory / f"link-{name}")
 
     def __enter__(self) -> Self:
@@ -263,20 +214,30 @@ class DropTracer:
         return self._ring.poll(timeout_ms, on_sample, limit)
 
     def counters(self) -> dict[CounterKey, int]:
-        key_type = abi.struct("counter_key")
-        out = {}
-        for k in self._counters.keys(key_type):
-            n = libbpf.percpu_sum(self._counters, k)
-            out[CounterKey(k.location, k.reason, k.ifindex, k.netns)] = n  # type: ignore[attr-defined]
-        return out
+        return read_counters(self._counters)
 
     def stats(self) -> Stats:
-        def get(name: str) -> int:
-            return libbpf.percpu_sum(self._stats, ctypes.c_uint32(abi.const(name)))
+        return read_stats(self._stats)
 
-        return Stats(
-            get("DT_STAT_MATCHED"),
-            get("DT_STAT_LOST"),
-            get("DT_STAT_UNCOUNTED"),
-            get("DT_STAT_SUPPRESSED"),
-        )
+
+def read_counters(counters: libbpf.Map) -> dict[CounterKey, int]:
+    """The exact per-key drop counts of a `counters` map (live, or a recorder's pin)."""
+    out = {}
+    for k in counters.keys(abi.struct("counter_key")):
+        key = CounterKey(k.location, k.reason, k.ifindex, k.netns)  # type: ignore[attr-defined]
+        out[key] = libbpf.percpu_sum(counters, k)
+    return out
+
+
+def read_stats(stats: libbpf.Map) -> Stats:
+    """The totals of a `stats` map: matched, lost, uncounted, suppressed."""
+
+    def get(name: str) -> int:
+        return libbpf.percpu_sum(stats, ctypes.c_uint32(abi.const(name)))
+
+    return Stats(
+        get("DT_STAT_MATCHED"),
+        get("DT_STAT_LOST"),
+        get("DT_STAT_UNCOUNTED"),
+        get("DT_STAT_SUPPRESSED"),
+    )

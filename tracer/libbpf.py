@@ -132,6 +132,15 @@ def take_log() -> list[str]:
     return out
 
 
+def describe(err: OSError) -> str:
+    """A refusal in words: the error, and libbpf's last log line that says why."""
+    log = [line for line in take_log() if line]
+    detail = next(
+        (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
+    )
+    return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
+
+
 def _errno_error(what: str) -> OSError:
     err = ctypes.get_errno()
     return OSError(err, f"{what}: {os.strerror(err)}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tracer import abi, libbpf
 from tracer.errors import DroptraceError
-from tracer.hooks import KFREE_SKB_VARIANTS, CounterKey, DropTracer, Filters, Stats
+from tracer.hooks import KFREE_SKB_VARIANTS, DropTracer, read_counters, read_stats
+from tracer.model.tracing import CounterKey, Filters, Stats
 
 # DROPTRACE_PIN_DIR: another place in bpffs, so a benchmark or test run never touches the
 # recorder a person left running.
@@ -113,20 +114,23 @@ def read() -> Recording:
         # Newest `slots` over all CPUs, oldest first.
         raw.sort(key=lambda b: event_t.from_buffer_copy(b).ts_ns)  # type: ignore[attr-defined]
         raw = raw[-slots:]
-        counters = {}
-        for k in maps["counters"].keys(abi.struct("counter_key")):
-            key = CounterKey(k.location, k.reason, k.ifindex, k.netns)  # type: ignore[attr-defined]
-            counters[key] = libbpf.percpu_sum(maps["counters"], k)
-
-        def stat(name: str) -> int:
-            return libbpf.percpu_sum(maps["stats"], ctypes.c_uint32(abi.const(name)))
-
         return Recording(
             started_ns=int(cfg.started_ns),  # type: ignore[attr-defined]
             hook=KFREE_SKB_VARIANTS[int(cfg.hook)][0],  # type: ignore[attr-defined]
             slots=slots,
             events=raw,
-            counters=counters,
-            stats=Stats(stat("DT_STAT_MATCHED"), stat("DT_STAT_LOST"), stat("DT_STAT_UNCOUNTED")),
+            counters=read_counters(maps["counters"]),
+            stats=read_stats(maps["stats"]),
             netns_filter=bool(cfg.filter_netns),  # type: ignore[attr-defined]
         )
+
+
+def status_line() -> str:
+    """`droptrace status`: whether a recorder runs, since when, and what it counted."""
+    if not running():
+        return "no flight recorder is running"
+    rec = read()
+    return (
+        f"recording since {_fmt(rec.started_ns)} with {rec.hook}: {rec.stats.matched} drops"
+        f" counted, {len(rec.events)} of {rec.slots} slots filled"
+    )

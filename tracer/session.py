@@ -1,60 +1,26 @@
-"""A tracing session: attach, then hook -> decode -> enrich -> classify -> sink, until stopped."""
+"""A tracing session: attach, then hook -> decode -> explain (tracer.pipeline) -> sink, until
+a limit, a stop event or Ctrl-C ends it."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 
-from tracer.classify import classify
-from tracer.enrich import Enricher
 from tracer.events import decode
-from tracer.hooks import (
-    DEFAULT_FLOW_LIMIT,
-    DEFAULT_RING_BYTES,
-    DropTracer,
-    Filters,
-    HookReport,
-)
-from tracer.model import AttributedDrop, Drop
+from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
+from tracer.model import Drop
+from tracer.model.tracing import Filters, Summary
+from tracer.pipeline import Pipeline
+from tracer.sinks import Sink
 
-
-class Sink(Protocol):
-    def start(self, hooks: HookReport) -> None: ...
-    def drop(self, item: AttributedDrop) -> None: ...
-    def flush(self) -> None: ...  # whenever the explainer has caught up
-    def finish(self, summary: Summary) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    seconds: float
-    shown: int
-    totals: dict[str, int]  # reason -> exact count from the in-kernel counters
-    matched: int
-    lost: int
-    uncounted: int
-    interrupted: bool
-    suppressed: int = 0  # held back by the per-flow rate limit (in the totals, not shown)
-    by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
-
-    def to_json(self) -> dict[str, object]:
-        """The summary as a JSON-ready object (--summary-json): what a script compares."""
-        return {
-            "seconds": round(self.seconds, 3),
-            "shown": self.shown,
-            "matched": self.matched,
-            "lost": self.lost,
-            "uncounted": self.uncounted,
-            "suppressed": self.suppressed,
-            "totals": self.totals,
-            "by_netns": {str(k): v for k, v in self.by_netns.items()},
-            "interrupted": self.interrupted,
-        }
+POLL_MS = 50
+# Events read per second at most. A storm can bring hundreds of thousands a second; each
+# costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
+# not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
+DEFAULT_STREAM_RATE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +30,14 @@ class Limits:
     stop: threading.Event | None = None  # set by another thread to end the session
 
 
-POLL_MS = 50
-# Events read per second at most. A storm can bring hundreds of thousands a second; each
-# costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
-# not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
-DEFAULT_STREAM_RATE = 2000
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """How drops reach the sink: ring size, per-flow limit, read rate, benign noise shown."""
+
+    ring_bytes: int = DEFAULT_RING_BYTES
+    flow_limit: int = DEFAULT_FLOW_LIMIT
+    rate: int = DEFAULT_STREAM_RATE
+    show_benign: bool = False
 
 
 class _Stop(Exception):
@@ -77,68 +46,50 @@ class _Stop(Exception):
 
 def run(
     filters: Filters,
-    enricher: Enricher,
+    pipeline: Pipeline,
     sink: Sink,
     limits: Limits,
-    ring_bytes: int = DEFAULT_RING_BYTES,
+    stream: Stream = Stream(),
     on_ready: Callable[[], None] | None = None,
-    show_benign: bool = False,
-    flow_limit: int = DEFAULT_FLOW_LIMIT,
-    stream_rate: int = DEFAULT_STREAM_RATE,
     on_tracer: Callable[[DropTracer | None], None] | None = None,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached.
 
     on_tracer gets the live tracer once attached (e.g. to read its counters from another
-    thread) and None before it closes."""
+    thread) and None before it closes. The pipeline is closed at the end."""
+    symbols = pipeline.enricher.symbols
     filters = replace(
-        filters,
-        ignore=enricher.symbols.non_packet_spans(),
-        nf_span=enricher.symbols.span("nf_hook_slow"),
+        filters, ignore=symbols.non_packet_spans(), nf_span=symbols.span("nf_hook_slow")
     )
     try:
-        return _trace(
-            filters,
-            enricher,
-            sink,
-            limits,
-            ring_bytes,
-            on_ready,
-            show_benign,
-            flow_limit,
-            stream_rate,
-            on_tracer or (lambda _: None),
-        )
+        return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer)
     finally:
-        enricher.close()
+        pipeline.close()
 
 
 def _trace(
     filters: Filters,
-    enricher: Enricher,
+    pipeline: Pipeline,
     sink: Sink,
     limits: Limits,
-    ring_bytes: int,
+    stream: Stream,
     on_ready: Callable[[], None] | None,
-    show_benign: bool,
-    flow_limit: int,
-    stream_rate: int,
-    on_tracer: Callable[[DropTracer | None], None],
+    on_tracer: Callable[[DropTracer | None], None] | None,
 ) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     interrupted = False
+    reasons = pipeline.enricher.reasons.available
     with DropTracer(
-        filters, ring_bytes, flow_limit=flow_limit, kernel_reasons=enricher.reasons.available
+        filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
     ) as tracer:
-        if not enricher.reasons.available:  # then the cause hooks are what names a drop
-            tracer.hooks.unavailable.extend(tracer.hooks.optional)
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()
 
-        explainer = _Explainer(enricher, sink, show_benign, limits.count)
-        on_tracer(tracer)
+        explainer = _Explainer(pipeline, sink, stream.show_benign, limits.count)
+        if on_tracer is not None:
+            on_tracer(tracer)
 
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
@@ -146,7 +97,7 @@ def _trace(
             explainer.put(decode(raw))
 
         spent, period_end = False, 0.0
-        budget = max(1, stream_rate * POLL_MS // 1000)
+        budget = max(1, stream.rate * POLL_MS // 1000)
         try:
             while True:
                 if explainer.done.is_set():
@@ -170,32 +121,28 @@ def _trace(
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            on_tracer(None)
+            if on_tracer is not None:
+                on_tracer(None)
         shown, behind = explainer.finish()
-        totals: Counter[str] = Counter()
-        by_netns: dict[int, Counter[str]] = {}
-        for key, n in tracer.counters().items():
-            reason = enricher.reasons.name(key.reason)
-            totals[reason] += n
-            by_netns.setdefault(key.netns, Counter())[reason] += n
+        totals = pipeline.totals(tracer.counters())
         stats = tracer.stats()
     summary = Summary(
         seconds=time.monotonic() - started,
         shown=shown,
-        totals=dict(totals.most_common()),
+        totals=totals.per_reason,
         matched=stats.matched,
         lost=stats.lost + behind,
         uncounted=stats.uncounted,
         suppressed=stats.suppressed,
         interrupted=interrupted,
-        by_netns={ns: dict(c) for ns, c in by_netns.items()},
+        by_netns=totals.by_netns,
     )
     sink.finish(summary)
     return summary
 
 
 class _Explainer:
-    """Enrich, classify and show drops on a thread of their own, in the order they came.
+    """Explain and show drops on a thread of their own, in the order they came.
 
     Evidence can take milliseconds (a route lookup or nft listing in another namespace);
     the ring buffer is read meanwhile, so a slow explanation never stalls the stream. If the
@@ -206,9 +153,9 @@ class _Explainer:
     _QUEUE = 4096
 
     def __init__(
-        self, enricher: Enricher, sink: Sink, show_benign: bool, count: int | None
+        self, pipeline: Pipeline, sink: Sink, show_benign: bool, count: int | None
     ) -> None:
-        self._enricher = enricher
+        self._pipeline = pipeline
         self._sink = sink
         self._show_benign = show_benign
         self._count = count
@@ -238,11 +185,10 @@ class _Explainer:
             self.done.set()
 
     def _explain(self, drop: Drop) -> None:
-        facts = self._enricher.facts(drop)
-        diagnosis = classify(drop, facts)
-        if diagnosis.benign and not self._show_benign:
+        item = self._pipeline.explain(drop)
+        if item.diagnosis.benign and not self._show_benign:
             return  # still in the exact totals, just not shown
-        self._sink.drop(AttributedDrop(drop, facts, diagnosis))
+        self._sink.drop(item)
         self.shown += 1
         if self._count is not None and self.shown >= self._count:
             self.done.set()

@@ -1,18 +1,19 @@
-"""Hooks on the functions that decide a drop: how kernels without drop reasons get one.
+"""Choose, load and attach the cause hooks the running kernel allows.
 
-Before 5.17 kfree_skb says only where a packet was freed. fib_validate_source returning
--EXDEV tells an rp_filter drop, nf_hook_slow returning an error tells a netfilter drop with
-its hook and family. Each is attached as fexit, else as a kprobe+kretprobe pair, else
-reported missing; programs of drop.bpf.c (bpf/cause.bpf.h) whose kernel side is there.
+fib_validate_source returning -EXDEV tells an rp_filter drop, nf_hook_slow returning an
+error tells a netfilter drop with its hook and family. Each is attached as fexit, else as a
+kprobe+kretprobe pair, else reported missing. They are programs of drop.bpf.o (cause.bpf.c
+beside this file), loaded with the kfree_skb program whose maps they share.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tracer import abi, libbpf
+from tracer.model.tracing import HookState, HookStatus
 
 # DROPTRACE_CAUSE_HOOKS=kprobe skips fexit, =off attaches none, =on loads them also where
 # kfree_skb gives reasons: to check the fallbacks, or the hooks on a newer kernel.
@@ -39,6 +40,16 @@ CAUSES = (
 LOAD_PLANS: tuple[tuple[str, ...], ...] = (("fexit", "kprobe"), ("kprobe",), ())
 
 
+@dataclass(slots=True)
+class Attached:
+    """The cause hooks a tracer has: which DT_CAUSE_* are on, their links (a recorder pins
+    them with the kfree_skb link), and every hook's status."""
+
+    on: dict[str, bool] = field(default_factory=dict)
+    links: list[tuple[str, libbpf.Link]] = field(default_factory=list)
+    hooks: list[HookStatus] = field(default_factory=list)
+
+
 def plans(needed: bool) -> tuple[tuple[str, ...], ...]:
     """What to try loading. Where kfree_skb gives reasons (`needed` False) nothing: the hooks
     would only add evidence there, and fexit on nf_hook_slow and fib_validate_source runs for
@@ -62,58 +73,60 @@ def programs(kinds: tuple[str, ...]) -> dict[str, bool]:
     return out
 
 
-def programs_of(kind: str) -> list[str]:
-    """The hooks of one kind, as shown to users: fexit/fib_validate_source..."""
-    return [f"{'kretprobe' if kind == 'kprobe' else kind}/{c.function}" for c in CAUSES]
+def _shown(kind: str, c: Cause) -> str:
+    """A hook as shown to users: fexit/fib_validate_source, kretprobe/nf_hook_slow."""
+    return f"{'kretprobe' if kind == 'kprobe' else kind}/{c.function}"
+
+
+def refused(kind: str, why: str) -> list[HookStatus]:
+    """The hooks of a load plan whose programs the kernel would not load."""
+    return [HookStatus(_shown(kind, c), HookState.REFUSED, why, cause=True) for c in CAUSES]
 
 
 def attach(
-    obj: libbpf.BpfObject,
-    kinds: tuple[str, ...],
-    stack: ExitStack,
-    active: list[str],
-    unavailable: list[str],
-    why: object,
-    needed: bool = True,
-) -> tuple[dict[str, bool], list[tuple[str, libbpf.Link]]]:
-    """Attach each cause hook the loaded plan allows: {DT_CAUSE_* name: attached}, and the
-    links by program name (a recorder pins them with the kfree_skb link)."""
-    on: dict[str, bool] = {}
-    links: list[tuple[str, libbpf.Link]] = []
+    obj: libbpf.BpfObject, kinds: tuple[str, ...], stack: ExitStack, needed: bool
+) -> Attached:
+    """Attach each cause hook the loaded plan allows; the links are owned by `stack`."""
+    out = Attached()
     for c in CAUSES:
-        on[c.index] = False
+        out.on[c.index] = False
         if "fexit" in kinds:
             try:
-                links.append((c.fexit, stack.enter_context(obj.attach(c.fexit))))
-                active.append(f"fexit/{c.function}")
-                on[c.index] = True
+                out.links.append((c.fexit, stack.enter_context(obj.attach(c.fexit))))
+                out.hooks.append(HookStatus(_shown("fexit", c), HookState.ACTIVE, cause=True))
+                out.on[c.index] = True
                 continue
             except OSError as err:
-                unavailable.append(f"fexit/{c.function}: {why(err)}")  # type: ignore[operator]
+                why = libbpf.describe(err)
+                out.hooks.append(HookStatus(_shown("fexit", c), HookState.REFUSED, why, True))
         if "kprobe" in kinds:
             try:
                 with ExitStack() as pair:
                     entry = pair.enter_context(obj.attach(c.kprobe))
                     exit_ = pair.enter_context(obj.attach(c.kretprobe))
                     stack.enter_context(pair.pop_all())
-                links += [(c.kprobe, entry), (c.kretprobe, exit_)]
-                active.append(f"kretprobe/{c.function}")
-                on[c.index] = True
+                out.links += [(c.kprobe, entry), (c.kretprobe, exit_)]
+                out.hooks.append(HookStatus(_shown("kprobe", c), HookState.ACTIVE, cause=True))
+                out.on[c.index] = True
                 continue
             except OSError as err:
-                unavailable.append(f"kretprobe/{c.function}: {why(err)}")  # type: ignore[operator]
+                why = libbpf.describe(err)
+                out.hooks.append(HookStatus(_shown("kprobe", c), HookState.REFUSED, why, True))
         elif not kinds:
-            unavailable.append(f"{c.function}: {_not_loaded(needed)}")
-    return on, links
+            out.hooks.append(_not_loaded(c, needed))
+    return out
 
 
-def _not_loaded(needed: bool) -> str:
+def _not_loaded(c: Cause, needed: bool) -> HookStatus:
     forced = os.environ.get(FORCE_ENV)
     if forced == "off":
-        return f"not loaded ({FORCE_ENV}=off)"
+        return HookStatus(c.function, HookState.REFUSED, f"not loaded ({FORCE_ENV}=off)", True)
     if not needed and forced not in ("on", "kprobe"):
-        return "not loaded"  # said as "kfree_skb gives reasons here" by whoever shows it
-    return "not loaded (fexit and kprobe programs refused)"
+        # Said as "kfree_skb gives reasons here" by whoever shows it.
+        return HookStatus(c.function, HookState.NOT_NEEDED, "not loaded", True)
+    return HookStatus(
+        c.function, HookState.REFUSED, "not loaded (fexit and kprobe programs refused)", True
+    )
 
 
 def configure(cfg: object, on: dict[str, bool], nf_span: tuple[int, int] | None) -> None:

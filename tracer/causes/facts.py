@@ -1,4 +1,4 @@
-"""What the cause hooks (tracer.causes) saw, as facts; and a reason where the kernel gave none.
+"""What the cause hooks saw, as evidence; and a reason where the kernel gave none.
 
 Kernels before 5.17 free every dropped packet without a reason. Then the reason is taken
 from the hook that saw the drop decided, else from a location that frees for one reason only.
@@ -6,11 +6,10 @@ from the hook that saw the drop decided, else from a location that frees for one
 
 from __future__ import annotations
 
-from typing import Any
-
 from tracer import abi
-from tracer.enrich.kernel import NO_REASON
 from tracer.model import Drop
+from tracer.model.evidence import CauseHook, NetfilterHook
+from tracer.system.kernel import NO_REASON
 
 NF_HOOKS = {0: "PREROUTING", 1: "INPUT", 2: "FORWARD", 3: "OUTPUT", 4: "POSTROUTING"}
 NF_FAMILIES = {1: "inet", 2: "ipv4", 3: "arp", 7: "bridge", 10: "ipv6", 12: "decnet"}
@@ -22,23 +21,25 @@ _BY_LOCATION = {
 }
 
 
-def facts(drop: Drop, reason: str, location: str) -> tuple[str, dict[str, Any]]:
+def facts(drop: Drop, reason: str, location: str) -> tuple[str, CauseHook | None]:
     """The reason to classify by, and what the cause hooks add to the evidence."""
-    evidence: dict[str, Any] = {}
+    seen: CauseHook | None = None
     inferred: str | None = None
     if drop.cause == abi.const("DT_HOOK_RPFILTER"):
-        evidence["cause"] = "fib_validate_source returned -EXDEV (reverse-path check failed)"
+        seen = CauseHook("fib_validate_source returned -EXDEV (reverse-path check failed)")
         inferred = "IP_RPFILTER"
     elif drop.cause == abi.const("DT_HOOK_NETFILTER"):
         hook = NF_HOOKS.get(drop.nf_hook, str(drop.nf_hook))
         family = NF_FAMILIES.get(drop.nf_pf, str(drop.nf_pf))
-        evidence["cause"] = f"nf_hook_slow returned a drop verdict at {family} {hook}"
-        evidence["netfilter"] = {"hook": hook, "family": family}
+        seen = CauseHook(
+            f"nf_hook_slow returned a drop verdict at {family} {hook}",
+            NetfilterHook(hook, family),
+        )
         inferred = "NETFILTER_DROP"
     elif reason == NO_REASON and location in _BY_LOCATION:
         inferred = _BY_LOCATION[location]
-        evidence["cause"] = f"freed at {location}, taken as {inferred}"
-    if reason != NO_REASON or inferred is None:
-        return reason, evidence
-    evidence["reason_inferred"] = True  # the kernel gave none: droptrace's hooks did
-    return inferred, evidence
+        seen = CauseHook(f"freed at {location}, taken as {inferred}")
+    if reason != NO_REASON or inferred is None or seen is None:
+        return reason, seen
+    # The kernel gave none: droptrace's hooks did.
+    return inferred, CauseHook(seen.cause, seen.netfilter, reason_inferred=True)

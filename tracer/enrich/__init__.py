@@ -1,27 +1,27 @@
-"""Enrichment: one module per fact droptrace adds to a decoded drop; Enricher combines them."""
+"""Enrichment: a decoded Drop -> Facts (names, pods, the rule, evidence); every lookup is
+cached, so a storm costs one lookup per key. What each fact is read with lives in
+tracer.system; which evidence a drop needs is each cause module's (tracer.diagnose)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import UTC, datetime
-from ipaddress import ip_address
-from types import MappingProxyType
-from typing import Any
 
-from tracer.enrich import cause
-from tracer.enrich.evidence import Evidence
-from tracer.enrich.ifaces import IfaceNames
-from tracer.enrich.kernel import DropReasons, KernelSymbols
-from tracer.enrich.netfilter import RuleCounters, matches_everything
-from tracer.enrich.netns import NetnsNames
-from tracer.enrich.nftrace import NfTrace, RuleTexts
+from tracer.causes.facts import facts as cause_facts
+from tracer.diagnose.base import Site
+from tracer.enrich.evidence import EvidenceCache
 from tracer.enrich.pods import PodIdentity
-from tracer.model import Drop, Facts
+from tracer.enrich.podtypes import Pod
+from tracer.enrich.rules import RuleFinder
+from tracer.model import Drop, Facts, PodRef, Rule
+from tracer.model.evidence import Dnat, Evidence, PodInterfaces
+from tracer.system.ifaces import IfaceNames
+from tracer.system.kernel import DropReasons, KernelSymbols
+from tracer.system.netns import NetnsNames
 
 
 class Enricher:
-    """Turns a Drop into Facts; every lookup is cached so a storm costs one lookup per key."""
+    """Turns a Drop into Facts. close() removes what enrichment added (nftrace tables)."""
 
     def __init__(self, reasons: DropReasons, pods: PodIdentity | None = None) -> None:
         self.reasons = reasons
@@ -29,66 +29,67 @@ class Enricher:
         self.symbols = KernelSymbols()
         self.netns = NetnsNames()
         self.ifaces = IfaceNames(self.netns)
-        self.evidence = Evidence(self.netns)
-        self.rules = RuleCounters()
-        self.nftrace = NfTrace()
-        self.rule_texts = RuleTexts()
+        self._evidence = EvidenceCache()
+        self._rules = RuleFinder()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
     def close(self) -> None:
-        """Remove what enrichment added to the system (nftrace tables)."""
-        self.nftrace.close()
+        self._rules.close()
 
     def facts(self, drop: Drop) -> Facts:
         location = self.symbols.name(drop.location)
-        reason, seen = cause.facts(drop, self.reasons.name(drop.reason), location)
+        reason, seen = cause_facts(drop, self.reasons.name(drop.reason), location)
         iface = self.ifaces.name(drop.netns, drop.ifindex)
-        evidence = self.evidence.gather(drop, reason, location, iface) | seen
-        rule = None
         ref = self.netns.lookup(drop.netns)
+        evidence: list[Evidence] = []
+        if ref is not None and drop.src is not None and drop.dst is not None:
+            site = Site(drop, reason, location, iface, ref, self.netns)
+            evidence += self._evidence.gather(site)
+        if seen is not None:
+            evidence.append(seen)
+        rule: Rule | None = None
         if reason == "NETFILTER_DROP" and ref is not None:
-            traced = self.nftrace.verdict(drop, ref)
-            if traced is not None:
-                rule = self.rule_texts.rule(ref.path, traced)
-                evidence["rule_from"] = "nftrace"
-                everything = matches_everything(rule.text)
-                if everything is not None:
-                    evidence["rule_matches_everything"] = everything
-            else:
-                counted = self.rules.culprit(drop.netns, ref.path)
-                if counted is not None:
-                    rule = counted.rule
-                    evidence["rule_from"] = "counters"
-                    evidence["rule_matches_everything"] = counted.matches_everything
+            found = self._rules.find(drop, ref)
+            if found is not None:
+                rule, source = found
+                evidence.append(source)
         src_pod = self.pods.by_ip(drop.src) if drop.src else None
         dst_pod = self.pods.by_ip(drop.dst) if drop.dst else None
-        for end, pod in (("src", src_pod), ("dst", dst_pod)):
-            if pod is not None and pod.host_iface:
-                evidence[f"{end}_pod_host_iface"] = pod.host_iface
+        ends = PodInterfaces(
+            src_pod.host_iface if src_pod else None, dst_pod.host_iface if dst_pod else None
+        )
+        if ends.src or ends.dst:
+            evidence.append(ends)
         return Facts(
             time=datetime.fromtimestamp((drop.ts_ns + self._wall_offset_ns) / 1e9, UTC),
             reason=reason,
             location=location,
             iface=iface,
             netns=self.netns.name(drop.netns),
-            evidence=MappingProxyType(evidence),
+            evidence=tuple(evidence),
             rule=rule,
             src_pod=src_pod.ref if src_pod else None,
             dst_pod=dst_pod.ref if dst_pod else None,
             svc=self._service(drop, evidence),
+            local_pod=_local_pod(drop, src_pod, dst_pod),
         )
 
-    def _service(self, drop: Drop, evidence: dict[str, Any]) -> str | None:
+    def _service(self, drop: Drop, evidence: list[Evidence]) -> str | None:
         """The service a packet was sent to: its destination, or (once DNAT'd to a backend)
         the original destination conntrack remembers."""
         addrs = [drop.dst] if drop.dst else []
-        dnat = evidence.get("dnat")
-        if isinstance(dnat, dict) and dnat.get("service"):
-            with contextlib.suppress(ValueError):  # "ADDR:PORT"
-                addrs.append(ip_address(str(dnat["service"]).rsplit(":", 1)[0]))
+        addrs += [e.service for e in evidence if isinstance(e, Dnat)]
         for addr in addrs:
             svc = self.pods.service(addr)
             if svc is not None:
                 return svc.ref
         return None
+
+
+def _local_pod(drop: Drop, src: Pod | None, dst: Pod | None) -> PodRef | None:
+    """The pod on this node whose packet it was: the one whose netns the drop is in, else
+    the sender, else the receiver. Pods elsewhere have no netns here."""
+    local = [p for p in (src, dst) if p is not None and p.netns_inode is not None]
+    mine = [p for p in local if p.netns_inode == drop.netns] or local
+    return PodRef(mine[0].namespace, mine[0].name) if mine else None

@@ -23,9 +23,9 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tracer.enrich import netns
 from tracer.enrich.podtypes import Pod
 from tracer.model import IPAddress
+from tracer.system import netns
 
 # Where `droptrace lab up` lays out its pods' kubelet directories (never a real kubelet's).
 LAB_KUBELET_ROOT = Path("/run/droptrace-lab/kubelet")

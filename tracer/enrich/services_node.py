@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from ipaddress import ip_interface
 
-from tracer.enrich import netns
 from tracer.enrich.podtypes import Service
 from tracer.model import IPAddress
+from tracer.system import netns
 
 _COMMENT = re.compile(
     r"^(?P<ns>[a-z0-9.-]+)/(?P<name>[a-z0-9.-]+)(:\S*)? (cluster IP|external IP|loadbalancer IP)$"

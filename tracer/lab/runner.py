@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracer import session
-from tracer.enrich import Enricher, netns
 from tracer.errors import DroptraceError, UsageError
-from tracer.hooks import Filters
 from tracer.lab import labpods
 from tracer.lab.scenarios import SCENARIOS, Scenario, by_name, scenario_dir
-from tracer.session import Limits, Sink, Summary
+from tracer.model.tracing import Filters, Summary
+from tracer.pipeline import Pipeline
+from tracer.session import Limits
+from tracer.sinks import Sink
+from tracer.system import netns
 
 LAB_PREFIX = "dtlab-"
 _SETTLE_S = 1.0  # after the traffic: time for the last drops to reach the ring buffer
@@ -97,6 +99,30 @@ def up(s: Scenario, prefix: str = LAB_PREFIX, progress: Callable[[str], None] = 
     return [prefix + r for r in s.namespaces]
 
 
+def up_explained(
+    s: Scenario, prefix: str = LAB_PREFIX, progress: Callable[[str], None] = print
+) -> list[str]:
+    """`lab up`: build the scenario, or leave nothing if that fails; returns what to tell
+    the user about exploring it."""
+    try:
+        names = up(s, prefix, progress)
+    except BaseException:
+        down(prefix)
+        raise
+    lines = [
+        f"up: {' '.join(names)}; traffic: bash {scenario_dir(s.name)}/traffic.sh "
+        f"(LAB_PREFIX={prefix}); `droptrace lab down` removes it"
+    ]
+    pods = labpods.refs(prefix)
+    if pods:
+        namespace, name = pods[0].split("/")
+        lines.append(
+            f"pods: {' '.join(pods)}, named from node-local facts (kubelet dirs under "
+            f"{labpods.lab_root()}); e.g. `droptrace --pod {name} -n {namespace}`"
+        )
+    return lines
+
+
 def send_traffic(s: Scenario, prefix: str) -> None:
     _script(scenario_dir(s.name) / "traffic.sh", env={"LAB_PREFIX": prefix})
 
@@ -129,7 +155,7 @@ class Traffic:
 def watch(
     s: Scenario,
     prefix: str,
-    enricher: Enricher,
+    pipeline: Pipeline,
     sink: Sink,
     progress: Callable[[str], None] = print,
     timeout_s: float = 60.0,
@@ -142,7 +168,7 @@ def watch(
         progress("sending the failing traffic")
         summary = session.run(
             filters,
-            enricher,
+            pipeline,
             sink,
             Limits(duration=timeout_s, stop=traffic.done),
             on_ready=traffic.start,

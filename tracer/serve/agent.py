@@ -11,7 +11,6 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from ipaddress import ip_address
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -19,33 +18,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.process_collector import ProcessCollector
 
-from tracer.enrich import Enricher
-from tracer.errors import UsageError
-from tracer.hooks import DropTracer, Filters, HookReport
+from tracer.hooks import DropTracer
 from tracer.model import AttributedDrop
-from tracer.session import Limits, Summary, run
+from tracer.model.tracing import Filters, HookReport, Summary
+from tracer.pipeline import Pipeline
+from tracer.serve import ListenError
+from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
 from tracer.sinks.metrics import DropMetrics, KernelView
-
-DEFAULT_LISTEN = "127.0.0.1:9750"
-DEFAULT_FLOW_LIMIT = 5  # JSON lines per second per flow: enough to see it, not a log flood
-
-
-class ListenError(UsageError):
-    pass
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT or :PORT (every address) -> (host, port)."""
-    host, sep, port_text = spec.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ListenError(f"--listen {spec!r} is not HOST:PORT (e.g. 127.0.0.1:9750)")
-    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"
-    try:
-        ip_address(host)
-    except ValueError:
-        raise ListenError(f"--listen {spec!r}: {host!r} is not an IP address") from None
-    return host, int(port_text)
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -106,7 +86,7 @@ def _app(metrics: DropMetrics, registry: CollectorRegistry) -> Callable[..., Ite
 
 def serve(
     filters: Filters,
-    enricher: Enricher,
+    pipeline: Pipeline,
     listen: tuple[str, int],
     node: str,
     max_series: int,
@@ -116,7 +96,7 @@ def serve(
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
     in use is one line and nothing was attached."""
-    metrics = DropMetrics(node, enricher, max_series, note)
+    metrics = DropMetrics(node, max_series, note, pipeline.labels)
     registry = CollectorRegistry()
     registry.register(metrics)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory
@@ -137,11 +117,11 @@ def serve(
     try:
         return run(
             filters,
-            enricher,
+            pipeline,
             _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node})),
             Limits(),
-            show_benign=True,  # counted and labelled; _AgentSink keeps them out of the log
-            flow_limit=flow_limit,
+            # Benign drops are counted and labelled; _AgentSink keeps them out of the log.
+            Stream(flow_limit=flow_limit, show_benign=True),
             on_ready=on_ready,
             on_tracer=attach,
         )

@@ -7,10 +7,9 @@ import sys
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from tracer.events import proto_name
-from tracer.hooks import HookReport
-from tracer.model import AttributedDrop
-from tracer.session import Summary
+from tracer.model import AttributedDrop, proto_name
+from tracer.model.evidence import evidence_json
+from tracer.model.tracing import HookReport, Summary
 
 
 def to_json(item: AttributedDrop) -> dict[str, Any]:
@@ -31,7 +30,7 @@ def to_json(item: AttributedDrop) -> dict[str, Any]:
         "dst_pod": f.dst_pod,
         "svc": f.svc,
         "rule": asdict(f.rule) if f.rule else None,
-        "evidence": dict(f.evidence),
+        "evidence": evidence_json(f.evidence),
         "explanation": diag.explanation,
         "fix": diag.fix,
         "benign": diag.benign,

@@ -8,10 +8,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from tracer.events import proto_name
-from tracer.hooks import HookReport
-from tracer.model import AttributedDrop
-from tracer.session import Summary
+from tracer.model import AttributedDrop, proto_name
+from tracer.model.tracing import HookReport, Summary
 
 _ROWS = 20
 

@@ -19,16 +19,13 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tracer.classify import category_of
-from tracer.enrich import Enricher
-from tracer.hooks import CounterKey, HookReport, Stats
-from tracer.model import AttributedDrop, Drop
+from tracer.model import AttributedDrop
+from tracer.model.tracing import CounterKey, HookReport, HookState, KeyLabels, Stats, counter_key
 
 # A counter key with no explained drop after this long is labelled from its reason alone.
 GRACE_S = 3.0
 OTHER = "_other"  # label value of series aggregated beyond --max-series
 
-Labels = tuple[str, str, str, str, str]  # reason, category, iface, namespace, pod
 _LABEL_NAMES = ("node", "reason", "category", "iface", "namespace", "pod")
 
 
@@ -46,20 +43,21 @@ class DropMetrics(Collector):
     def __init__(
         self,
         node: str,
-        enricher: Enricher,
         max_series: int,
         note: Callable[[str], None],
+        unexplained: Callable[[CounterKey], KeyLabels],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """unexplained: labels for a key none of whose drops the stream explained."""
         self._node = node
-        self._enricher = enricher
+        self._label_unexplained = unexplained
         self._max_series = max_series
         self._note = note
         self._clock = clock
         self._lock = threading.Lock()
-        self._labels: dict[CounterKey, Labels] = {}
+        self._labels: dict[CounterKey, KeyLabels] = {}
         self._first_seen: dict[CounterKey, float] = {}
-        self._series: set[Labels] = set()
+        self._series: set[KeyLabels] = set()
         self._aggregated = 0
         self._kernel: KernelView | None = None
         self._hooks: dict[str, bool] = {}
@@ -76,45 +74,23 @@ class DropMetrics(Collector):
         return self._kernel is not None
 
     def hooks(self, report: HookReport) -> None:
-        states = {h: True for h in report.active}
-        for line in (*report.unavailable, *report.optional):
-            for hook in line.split(":", 1)[0].split(", "):
-                states.setdefault(hook.strip(), False)
+        states: dict[str, bool] = {}
+        for h in report.hooks:
+            states[h.hook] = states.get(h.hook, False) or h.state is HookState.ACTIVE
         with self._lock:
             self._hooks = states
 
     # -- the explained stream ---------------------------------------------------------------
 
     def drop(self, item: AttributedDrop) -> None:
-        key = _key(item.drop)
-        with self._lock:
-            if key in self._labels:
-                return
-        namespace, pod = self._local_pod(item.drop)
-        labels = (
-            item.facts.reason,
-            str(item.diagnosis.category),
-            item.facts.iface or "",
-            namespace,
-            pod,
-        )
+        key = counter_key(item.drop)
         with self._lock:
             if key not in self._labels:  # a scrape may have labelled it meanwhile
-                self._give(key, labels)
+                self._give(key, KeyLabels.of(item))
 
-    def _local_pod(self, drop: Drop) -> tuple[str, str]:
-        """The pod on this node whose packet it was: the one whose netns the drop is in, else
-        the sender, else the receiver. Pods elsewhere are not labels (cardinality)."""
-        pods = self._enricher.pods
-        local = [p for ip in (drop.src, drop.dst) if ip and (p := pods.by_ip(ip)) is not None]
-        local = [p for p in local if p.netns_inode is not None]
-        mine = [p for p in local if p.netns_inode == drop.netns] or local
-        return (mine[0].namespace, mine[0].name) if mine else ("", "")
-
-    def _give(self, key: CounterKey, labels: Labels) -> None:
+    def _give(self, key: CounterKey, labels: KeyLabels) -> None:
         if labels not in self._series and len(self._series) >= self._max_series:
-            reason, category = labels[0], labels[1]
-            labels = (reason, category, OTHER, OTHER, OTHER)
+            labels = KeyLabels(labels.reason, labels.category, OTHER, OTHER, OTHER)
             if self._aggregated == 0:
                 self._note(
                     f"more than {self._max_series} label sets: further drops are counted under "
@@ -132,7 +108,7 @@ class DropMetrics(Collector):
             kernel = self._kernel
             counts = kernel.counters() if kernel else {}
             stats = kernel.stats() if kernel else None
-            totals: Counter[Labels] = Counter({labels: 0 for labels in self._series})
+            totals: Counter[KeyLabels] = Counter({labels: 0 for labels in self._series})
             now = self._clock()
             for key, n in counts.items():
                 labels = self._labels.get(key)
@@ -149,7 +125,8 @@ class DropMetrics(Collector):
             labels=_LABEL_NAMES,
         )
         for labels, n in sorted(totals.items()):
-            drops.add_metric((self._node, *labels), n)
+            names = (labels.reason, labels.category, labels.iface, labels.namespace, labels.pod)
+            drops.add_metric((self._node, *names), n)
         yield drops
         yield self._node_counter(
             "droptrace_events_lost",
@@ -180,17 +157,11 @@ class DropMetrics(Collector):
         family.add_metric((self._node,), value)
         return family
 
-    def _unexplained(self, key: CounterKey, now: float) -> Labels | None:
+    def _unexplained(self, key: CounterKey, now: float) -> KeyLabels | None:
         """Labels for a key the stream has not explained: none within the grace period (the
         drop may be on its way), then from its reason alone. Called with the lock held."""
         first = self._first_seen.setdefault(key, now)
         if now - first < GRACE_S:
             return None
-        reason = self._enricher.reasons.name(key.reason)
-        iface = self._enricher.ifaces.name(key.netns, key.ifindex) or ""
-        self._give(key, (reason, str(category_of(reason)), iface, "", ""))
+        self._give(key, self._label_unexplained(key))
         return self._labels[key]
-
-
-def _key(drop: Drop) -> CounterKey:
-    return CounterKey(drop.location, drop.reason, drop.ifindex, drop.netns)

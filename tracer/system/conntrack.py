@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 
 from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tracer.enrich import netns
+from tracer.model.net import IPAddress
+from tracer.system import netns
 
 
 @dataclass(frozen=True, slots=True)
 class DnatOrigin:
     """A connection whose reply should have come from `original_dst`, not from the backend."""
 
-    original_dst: str
+    original_dst: IPAddress
     original_dport: int | None
     backend: str
     state: str | None
@@ -46,7 +48,7 @@ def dnat_origin(
                     if o.daddr == src:
                         continue  # not translated: the reply source is the real peer
                     state = e.protoinfo.state_name() if e.protoinfo is not None else None
-                    return DnatOrigin(o.daddr, o.dport, src, state)
+                    return DnatOrigin(ip_address(o.daddr), o.dport, src, state)
         except (NetlinkError, OSError):
             return None
         return None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tracer.enrich import netns
+from tracer.system import netns
 
 _CONF = Path("/proc/sys/net/ipv4/conf")
 BRIDGE_KNOBS = (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tracer.enrich import netns
 from tracer.errors import UnknownInterface
+from tracer.system import netns
 
 
 def _links(path: Path) -> dict[int, str]:

@@ -1,19 +1,14 @@
-"""Which netfilter rule dropped a packet: per-rule counter deltas in the drop's namespace.
-
-iptables-nft and iptables-legacy rules always count; native nft rules count when they have a
-`counter`. The DROP/REJECT rule whose counter grew since the last look is the one. Both
-backends are read: the drop location (nft_do_chain or nf_hook_slow) does not tell them apart.
-"""
+"""DROP/REJECT rules with their packet counters, parsed from `iptables-save -c` and
+`nft -a list ruleset`, and the reading of them inside a namespace."""
 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.enrich import netns
 from tracer.model import Rule
+from tracer.system import netns
 
 _SAVE_RULE = re.compile(r"^\[(\d+):\d+\] -A (\S+) (.*)$")
 _COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
@@ -100,40 +95,12 @@ def parse_nft(text: str) -> list[CountedRule]:
     return out
 
 
-def _id(r: CountedRule) -> tuple[str, str, str, str]:
-    return (r.rule.family, r.rule.table, r.rule.chain, r.rule.text)
-
-
-class RuleCounters:
-    """Snapshots of DROP/REJECT rule counters per namespace; finds the one that grew."""
-
-    def __init__(self) -> None:
-        self._last: dict[int, dict[tuple[str, str, str, str], int]] = {}
-        self._taken: dict[int, float] = {}
-        self._culprit: dict[int, CountedRule | None] = {}
-
-    @staticmethod
-    def _read(ns_path: Path) -> list[CountedRule]:
-        # iptables-nft first: its rules show again in the nft listing, in a less familiar form.
-        return (
-            parse_iptables_save(netns.command(ns_path, "iptables-nft-save", "-c"), "ipv4")
-            + parse_iptables_save(
-                netns.command(ns_path, "iptables-legacy-save", "-c"), "ipv4 legacy"
-            )
-            + parse_nft(netns.command(ns_path, "nft", "-a", "list", "ruleset"))
-        )
-
-    def culprit(self, inode: int, ns_path: Path) -> CountedRule | None:
-        """The rule that most plausibly dropped the packet just seen in this namespace."""
-        # A storm of drops re-reads at most a few times a second.
-        if time.monotonic() - self._taken.get(inode, 0.0) < 0.2 and inode in self._last:
-            return self._culprit.get(inode)
-        rules = self._read(ns_path)
-        before = self._last.get(inode, {})
-        self._last[inode] = {_id(r): r.packets for r in rules}
-        self._taken[inode] = time.monotonic()
-        grew = [r for r in rules if r.packets > before.get(_id(r), 0)]
-        # An iptables-nft rule also shows in the nft listing: its iptables-save form comes first.
-        if grew or inode not in self._culprit:
-            self._culprit[inode] = grew[0] if grew else None
-        return self._culprit[inode]
+def counted_rules(ns_path: Path) -> list[CountedRule]:
+    """Every DROP/REJECT rule of the namespace with its counter, in both iptables backends
+    and native nft. iptables-nft first: its rules show again in the nft listing, in a less
+    familiar form."""
+    return (
+        parse_iptables_save(netns.command(ns_path, "iptables-nft-save", "-c"), "ipv4")
+        + parse_iptables_save(netns.command(ns_path, "iptables-legacy-save", "-c"), "ipv4 legacy")
+        + parse_nft(netns.command(ns_path, "nft", "-a", "list", "ruleset"))
+    )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tracer.enrich import netns
+from tracer.model.evidence import RouteLookup
+from tracer.system import netns
 
 # rtm_type values (linux/rtnetlink.h)
 _TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
@@ -24,32 +24,6 @@ _ERRNO_KINDS = {
 }
 _TYPE_NUMBERS = {v: k for k, v in _TYPES.items()}
 _BUILTIN_TABLES = {255: "local", 254: "main", 253: "default"}
-
-
-@dataclass(frozen=True, slots=True)
-class RouteLookup:
-    dst: str
-    kind: str  # unicast, local, blackhole, unreachable, prohibit, none (no route at all)
-    oif: str | None = None
-    gateway: str | None = None
-    table: int | None = None
-    error: str | None = None
-    policy_rule: str | None = None  # the `ip rule` that chose a table other than main
-
-    def as_evidence(self) -> dict[str, object]:
-        return {
-            k: v
-            for k, v in {
-                "dst": self.dst,
-                "type": self.kind,
-                "oif": self.oif,
-                "via": self.gateway,
-                "table": self.table,
-                "error": self.error,
-                "policy_rule": self.policy_rule,
-            }.items()
-            if v is not None
-        }
 
 
 def lookup(ns_path: Path, dst: str, src: str | None = None, iif: str | None = None) -> RouteLookup:

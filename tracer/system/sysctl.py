@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tracer.enrich import netns
+from tracer.system import netns
 
 _ROOT = Path("/proc/sys")
 

@@ -1,0 +1,213 @@
+"""Each cause module's explanation and fix from typed evidence, and its doctor check (no root).
+
+The evidence records are what enrichment reads on a real node; here they are written down
+as a field report gives them, so every cause's wording and advice is pinned without a kernel.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from tracer import diagnose
+from tracer.diagnose import bridge_netfilter, forwarding, rp_filter
+from tracer.model import Category, Drop, Facts, Rule
+from tracer.model.evidence import (
+    Dnat,
+    Evidence,
+    Forwarding,
+    RouteLookup,
+    Routing,
+    RpFilter,
+    RuleSource,
+    evidence_json,
+)
+from tracer.model.findings import Level, NamespaceFacts
+
+
+def drop(src: str = "203.0.113.7", dst: str = "198.18.0.5", sport: int = 443) -> Drop:
+    s, d = ip_address(src), ip_address(dst)
+    return Drop(0, 0, 0, 1, 2, 60, 0, 0x800, 6, s, d, sport, 40000, None, None, 1)
+
+
+def facts(
+    reason: str,
+    *evidence: Evidence,
+    iface: str = "eth2",
+    location: str = "ip_rcv_finish",
+    rule: Rule | None = None,
+) -> Facts:
+    now = datetime.now(UTC)
+    return Facts(now, reason, location, iface, "node", tuple(evidence), rule)
+
+
+def unicast(dst: str, oif: str) -> RouteLookup:
+    return RouteLookup(dst, "unicast", oif=oif, gateway="198.51.100.1", table=254)
+
+
+def test_masquerade_reply_on_another_link_is_a_strict_rp_filter_drop_fixed_by_loose() -> None:
+    ev = RpFilter("eth2", all=0, on_iface=1, route_back=unicast("203.0.113.7", "eth1"))
+    d = diagnose.diagnose(drop(), facts("IP_RPFILTER", ev))
+    assert d.category is Category.RP_FILTER
+    assert "strict" in d.explanation
+    assert "effective 1 = max(conf.all=0, conf.eth2=1)" in d.explanation
+    assert "leaves via eth1, not eth2" in d.explanation
+    assert d.fix is not None and d.fix.startswith("sysctl -w net.ipv4.conf.eth2.rp_filter=2")
+
+
+def test_the_most_specific_rp_filter_does_not_win_the_maximum_does() -> None:
+    # The seed's claim: conf.eth2=2 (loose) wins over conf.all=1. The kernel takes the max.
+    ev = RpFilter("eth2", all=1, on_iface=0, route_back=unicast("203.0.113.7", "eth1"))
+    assert ev.effective == 1
+    assert evidence_json((ev,))["rp_filter"] == {"all": 1, "eth2": 0, "effective": 1}
+
+
+def test_loose_rp_filter_with_no_route_back_says_loose_would_drop_it_too() -> None:
+    ev = RpFilter("eth2", 2, 2, RouteLookup("203.0.113.7", "none", error="no route"))
+    d = diagnose.diagnose(drop(), facts("IP_RPFILTER", ev))
+    assert "no route back to 203.0.113.7 at all" in d.explanation
+    assert d.fix is not None and "loose mode would drop it too" in d.fix
+
+
+def test_ip_forward_off_on_the_node_is_forwarding_disabled_not_no_route() -> None:
+    fwd = Forwarding("veth-pod-a", ip_forward=0, all=0, on_iface=0)
+    route = unicast("198.18.2.2", "eth1")
+    f = facts("IP_INADDRERRORS", fwd, Routing(route, route), iface="veth-pod-a")
+    d = diagnose.diagnose(drop(dst="198.18.2.2"), f)
+    assert d.category is Category.FORWARDING_DISABLED
+    assert "net.ipv4.conf.veth-pod-a.forwarding=0, ip_forward=0" in d.explanation
+    assert d.fix is not None and d.fix.startswith("sysctl -w net.ipv4.ip_forward=1")
+
+
+def test_forwarding_off_on_one_interface_names_that_interface() -> None:
+    fwd = Forwarding("r-cli", ip_forward=1, all=1, on_iface=0)
+    route = unicast("198.18.2.2", "r-srv")
+    d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", fwd, Routing(route, route), iface="r-cli"))
+    assert d.fix == f"{forwarding.iface_on('r-cli')} in netns node"
+
+
+def test_no_route_to_the_other_pod_cidr_says_which_route_to_add() -> None:
+    missing = RouteLookup("198.18.2.2", "none", error="Network is unreachable")
+    fwd = Forwarding("veth-pod-a", 1, 1, 1)
+    d = diagnose.diagnose(drop(), facts("IP_INNOROUTES", fwd, Routing(missing, missing)))
+    assert d.category is Category.NO_ROUTE
+    assert "no route to 198.18.0.5" in d.explanation
+    assert d.fix is not None and "ip route add" in d.fix
+
+
+def test_a_blackhole_route_chosen_by_an_ip_rule_names_the_rule_and_its_table() -> None:
+    plain = unicast("198.18.0.5", "eth1")
+    hole = RouteLookup("198.18.0.5", "blackhole", table=100, policy_rule="100: from all lookup 100")
+    d = diagnose.diagnose(
+        drop(), facts("IP_INNOROUTES", Forwarding("eth2", 1, 1, 1), Routing(plain, hole))
+    )
+    assert d.category is Category.NO_ROUTE
+    assert "a blackhole route in table 100 matches 198.18.0.5" in d.explanation
+    assert "(ip rule 100: from all lookup 100 chose table 100)" in d.explanation
+    assert d.fix is not None and "change the ip rule" in d.fix
+
+
+def test_hairpin_reply_from_the_backend_is_bridge_netfilter_not_a_closed_port() -> None:
+    ev = Dnat("node", IPv4Address("198.19.0.10"), 80, "198.18.1.3", "ESTABLISHED", 0)
+    d = diagnose.diagnose(drop("198.18.1.3", "198.18.1.2", 8080), facts("NO_SOCKET", ev))
+    assert d.category is Category.BRIDGE_NETFILTER
+    assert "instead of from the service 198.19.0.10:80" in d.explanation
+    assert "net.bridge.bridge-nf-call-iptables=0 in netns node" in d.explanation
+    assert d.fix is not None and d.fix.startswith(bridge_netfilter.FIX)
+    assert evidence_json((ev,))["dnat"] == {
+        "netns": "node",
+        "service": "198.19.0.10:80",
+        "backend": "198.18.1.3",
+        "conntrack_state": "ESTABLISHED",
+    }
+
+
+def test_a_reply_after_dnat_with_bridge_netfilter_on_is_just_no_socket() -> None:
+    ev = Dnat("node", IPv4Address("198.19.0.10"), 80, "198.18.1.3", "ESTABLISHED", 1)
+    d = diagnose.diagnose(drop(), facts("NO_SOCKET", ev))
+    assert d.category is Category.NO_SOCKET
+    assert d.fix is not None and d.fix.startswith("start the service")
+
+
+def test_corrupted_kube_firewall_rule_matches_every_packet_and_says_how_to_delete_it() -> None:
+    rule = Rule("ipv4", "filter", "KUBE-FIREWALL", "-A KUBE-FIREWALL -j DROP")
+    f = facts("NETFILTER_DROP", RuleSource("counters", True), rule=rule, iface="veth-pod")
+    d = diagnose.diagnose(drop(), f)
+    assert d.category is Category.NETFILTER
+    assert "table filter, chain KUBE-FIREWALL: -A KUBE-FIREWALL -j DROP" in d.explanation
+    assert "drops every packet" in d.explanation
+    assert d.fix is not None and d.fix.endswith("iptables -t filter -D KUBE-FIREWALL -j DROP")
+
+
+def test_a_rule_dropping_invalid_packets_is_a_conntrack_cause_not_a_firewall_one() -> None:
+    rule = Rule("ipv4", "filter", "FORWARD", "-A FORWARD -m conntrack --ctstate INVALID -j DROP")
+    d = diagnose.diagnose(drop(), facts("NETFILTER_DROP", RuleSource("nftrace", False), rule=rule))
+    assert d.category is Category.CONNTRACK
+    assert "INVALID" in d.explanation
+    assert d.fix is not None and "asymmetric routing" in d.fix
+
+
+def test_reasons_alone_name_a_cause_where_no_evidence_was_read() -> None:
+    assert diagnose.diagnose(drop(), facts("NEIGH_FAILED")).category is Category.NEIGHBOUR
+    assert diagnose.diagnose(drop(), facts("IP_RPFILTER")).category is Category.RP_FILTER
+    assert diagnose.diagnose(drop(), facts("NETFILTER_DROP")).category is Category.NETFILTER
+    closed = diagnose.diagnose(drop(), facts("NO_SOCKET"))
+    assert closed.category is Category.NO_SOCKET and closed.fix is not None
+    unknown = diagnose.diagnose(drop(), facts("SOME_NEW_REASON"))
+    assert unknown.category is Category.OTHER
+    assert "the kernel dropped it (SOME_NEW_REASON)" in unknown.explanation
+
+
+def test_ipv6_start_up_noise_is_benign_and_real_drops_are_not() -> None:
+    noise = Drop(0, 0, 0, 1, 2, 60, 0, 0x86DD, 58, IPv6Address("fe80::1"),
+                 IPv6Address("ff02::2"), None, None, 133, 0, 1)  # fmt: skip
+    assert diagnose.diagnose(noise, facts("IPV6_NOROUTE")).benign
+    assert diagnose.diagnose(drop(), facts("OTHERHOST")).benign
+    assert not diagnose.diagnose(drop(), facts("NO_SOCKET")).benign
+
+
+def test_category_of_a_reason_comes_from_the_cause_that_owns_it() -> None:
+    assert diagnose.category_of("NO_SOCKET") is Category.NO_SOCKET
+    assert diagnose.category_of("NEIGH_DEAD") is Category.NEIGHBOUR
+    assert diagnose.category_of("IP_INNOROUTES") is Category.NO_ROUTE
+    assert diagnose.category_of("TC_EGRESS") is Category.OTHER
+
+
+def node(**sysctls: int | None) -> NamespaceFacts:
+    values = {k.replace("__", "."): v for k, v in sysctls.items()}
+    return NamespaceFacts("node", values, ["eth0", "eth1"], [], True, {"nft": 3, "legacy": 0})
+
+
+def test_doctor_and_the_live_drop_give_the_same_rp_filter_command() -> None:
+    findings = rp_filter.doctor(
+        node(**{"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.eth1.rp_filter": 1})
+    )
+    assert [f.level for f in findings] == [Level.FAIL]
+    live = diagnose.diagnose(
+        drop(),
+        facts("IP_RPFILTER", RpFilter("eth1", 0, 1, unicast("203.0.113.7", "eth0")), iface="eth1"),
+    )
+    assert findings[0].fix == rp_filter.loose("eth1")
+    assert live.fix is not None and live.fix.startswith(rp_filter.loose("eth1"))
+
+
+def test_doctor_runs_every_cause_check_in_registry_order() -> None:
+    f = NamespaceFacts(
+        "node",
+        {"net.ipv4.ip_forward": 0, "net.bridge.bridge-nf-call-iptables": None},
+        ["eth0", "eth1"],
+        ["cbr0"],
+        False,
+        {"nft": 2, "legacy": 1},
+    )
+    what = [x.what for x in diagnose.doctor(f)]
+    assert what[0].startswith("rp_filter in netns node")
+    assert what[1].startswith("ip_forward=0 in netns node")
+    assert what[2].startswith("br_netfilter is not loaded in netns node")
+    assert what[3].startswith("rules in both iptables backends")
+
+
+def test_every_category_but_other_belongs_to_one_cause_module() -> None:
+    owned = [c.category for c in diagnose.CAUSES]
+    assert sorted(owned) == sorted(set(owned))
+    assert set(owned) == set(Category) - {Category.OTHER}

@@ -1,0 +1,107 @@
+"""Diagnose: an ordered registry of cause modules, one per cause. Pure: no I/O here.
+
+The kernel's reason is the first clue, never the last word: each cause first decides from
+the evidence it read (a generic IP_INADDRERRORS at ip_error is forwarding or routing by
+the sysctls and routes); only where none did does a reason alone name a cause; and only
+where no cause claims the reason is the drop `other`. Adding a cause is adding a module
+here and its line in CAUSES.
+"""
+
+from __future__ import annotations
+
+from tracer.diagnose import (
+    bridge_netfilter,
+    conntrack,
+    forwarding,
+    neighbour,
+    netfilter,
+    no_socket,
+    routing,
+    rp_filter,
+)
+from tracer.diagnose.base import Cause, Read, Site, at
+from tracer.model import Category, Diagnosis, Drop, Facts
+from tracer.model.findings import Finding, NamespaceFacts
+
+# In the order their evidence decides: forwarding before routing (a router with forwarding
+# off also has no route for the packet), conntrack INVALID before any other rule.
+CAUSES: tuple[Cause, ...] = (
+    rp_filter.CAUSE,
+    forwarding.CAUSE,
+    routing.CAUSE,
+    bridge_netfilter.CAUSE,
+    conntrack.CAUSE,
+    netfilter.CAUSE,
+    neighbour.CAUSE,
+    no_socket.CAUSE,
+)
+# Reasons no cause module owns (yet), with what they alone say.
+_OTHER: dict[str, str] = {
+    "SOCKET_FILTER": "a socket filter (e.g. BPF on the socket) dropped it",
+    "TCP_INVALID_SEQUENCE": "a TCP segment outside the receive window",
+    "IP_INHDR": "a malformed IP header",
+    "IP_CSUM": "a bad IP checksum",
+    "UDP_CSUM": "a bad UDP checksum",
+    "PKT_TOO_SMALL": "a truncated packet",
+    "OTHERHOST": "sent to another host's MAC address",
+    "TC_INGRESS": "a tc ingress filter dropped it",
+    "TC_EGRESS": "a tc egress filter dropped it",
+    "QDISC_DROP": "the queueing discipline dropped it (queue full)",
+    "SOCKET_RCVBUFF": "the receiving socket's buffer was full",
+}
+# Drops that are the network working as designed: frames for another host's MAC, IPv6
+# arriving where it is disabled, neighbour solicitations for other hosts, purged queues.
+BENIGN_REASONS = {
+    "OTHERHOST",
+    "UNICAST_IN_L2_MULTICAST",
+    "IPV6DISABLED",
+    "IPV6_NDISC_NS_OTHERHOST",
+    "SKB_CONSUMED",
+    "QUEUE_PURGE",  # a socket closed with packets still queued to it
+}
+
+
+def evidence_reads(site: Site) -> list[Read]:
+    """What each cause wants read about this drop, in CAUSES order."""
+    return [r for c in CAUSES if c.evidence is not None and (r := c.evidence(site)) is not None]
+
+
+def diagnose(drop: Drop, facts: Facts) -> Diagnosis:
+    """Category, explanation and fix for one drop."""
+    d = _decide(drop, facts)
+    if _is_benign(drop, facts, d.category):
+        return Diagnosis(d.category, d.explanation, d.fix, benign=True)
+    return d
+
+
+def category_of(reason: str) -> Category:
+    """The category a reason alone implies, for drops no evidence was read for."""
+    return next((c.category for c in CAUSES if reason in c.reasons), Category.OTHER)
+
+
+def doctor(ns: NamespaceFacts) -> list[Finding]:
+    """Every cause's check of the setting behind it, in CAUSES order."""
+    return [f for c in CAUSES if c.doctor is not None for f in c.doctor(ns)]
+
+
+def _decide(drop: Drop, facts: Facts) -> Diagnosis:
+    for cause in CAUSES:
+        if cause.diagnose is not None and (d := cause.diagnose(drop, facts)) is not None:
+            return d
+    where = f"on {at(facts)} (at {facts.location})"
+    for cause in CAUSES:
+        if facts.reason in cause.reasons:
+            return Diagnosis(cause.category, f"{cause.reasons[facts.reason]} {where}", cause.fix)
+    what = _OTHER.get(facts.reason, f"the kernel dropped it ({facts.reason})")
+    return Diagnosis(Category.OTHER, f"{what} {where}")
+
+
+def _is_benign(drop: Drop, facts: Facts, category: Category) -> bool:
+    if facts.reason in BENIGN_REASONS:
+        return True
+    # Multicast nobody joined and router solicitations with no router: IPv6 start-up noise.
+    return bool(
+        drop.dst is not None
+        and drop.dst.is_multicast
+        and category in (Category.OTHER, Category.NO_ROUTE)
+    )

@@ -1,0 +1,188 @@
+"""Evidence: one frozen record per kind of fact read from the system at the moment of a drop.
+
+A cause module (tracer.diagnose) reads its records and decides from them; the JSON sink
+renders them. `json()` gives the keys a record contributes to the `evidence` object of
+--json, a public interface (README): change those only on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from tracer.model.net import IPAddress
+
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
+
+
+class Evidence:
+    """Base of every evidence record."""
+
+    __slots__ = ()
+
+    def json(self) -> dict[str, Json]:
+        raise NotImplementedError
+
+
+def _present(values: dict[str, Json]) -> dict[str, Json]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable(Evidence):
+    """The namespace went away, or droptrace may not enter it."""
+
+    error: str
+
+    def json(self) -> dict[str, Json]:
+        return {"unreadable": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLookup:
+    """`ip route get` as the kernel would answer it inside a namespace."""
+
+    dst: str
+    kind: str  # unicast, local, broadcast, blackhole, unreachable, prohibit, none (no route)
+    oif: str | None = None
+    gateway: str | None = None
+    table: int | None = None
+    error: str | None = None
+    policy_rule: str | None = None  # the `ip rule` that chose a table other than main
+
+    def json(self) -> dict[str, Json]:
+        return _present(
+            {
+                "dst": self.dst,
+                "type": self.kind,
+                "oif": self.oif,
+                "via": self.gateway,
+                "table": self.table,
+                "error": self.error,
+                "policy_rule": self.policy_rule,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RpFilter(Evidence):
+    """rp_filter as the kernel applies it: max(conf.all, conf.<iface>), and the route back."""
+
+    iface: str
+    all: int
+    on_iface: int
+    route_back: RouteLookup
+
+    @property
+    def effective(self) -> int:
+        return max(self.all, self.on_iface)
+
+    def json(self) -> dict[str, Json]:
+        values: dict[str, Json] = {"all": self.all, self.iface: self.on_iface}
+        values["effective"] = self.effective
+        return {"rp_filter": values, "route_back": self.route_back.json()}
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding(Evidence):
+    """The forwarding sysctls of the namespace that received a packet to route."""
+
+    iface: str
+    ip_forward: int | None
+    all: int | None
+    on_iface: int | None
+
+    def json(self) -> dict[str, Json]:
+        values: dict[str, Json] = {"ip_forward": self.ip_forward, "all": self.all}
+        values[self.iface] = self.on_iface
+        return {"forwarding": values}
+
+
+@dataclass(frozen=True, slots=True)
+class Routing(Evidence):
+    """The route to the destination, plainly and as the kernel looked it up on receipt
+    (with the source and input interface, so policy routing applies)."""
+
+    route: RouteLookup
+    as_received: RouteLookup
+
+    def json(self) -> dict[str, Json]:
+        return {"route": self.route.json(), "route_as_received": self.as_received.json()}
+
+
+@dataclass(frozen=True, slots=True)
+class Dnat(Evidence):
+    """A reply that came straight from a DNAT backend: the connection conntrack remembers."""
+
+    netns: str  # where conntrack saw the request
+    service: IPAddress  # the original destination
+    service_port: int | None
+    backend: str
+    conntrack_state: str | None
+    bridge_nf_call_iptables: int | None  # None: br_netfilter is not loaded there
+
+    def json(self) -> dict[str, Json]:
+        return {
+            "dnat": {
+                "netns": self.netns,
+                "service": f"{self.service}:{self.service_port}",
+                "backend": self.backend,
+                "conntrack_state": self.conntrack_state,
+            },
+            "bridge_nf_call_iptables": self.bridge_nf_call_iptables,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSource(Evidence):
+    """How the netfilter rule of a drop was found, and whether it matches every packet."""
+
+    source: str  # nftrace (the kernel's trace of the verdict) or counters (per-rule deltas)
+    matches_everything: bool | None  # None: not a DROP/REJECT rule droptrace can read
+
+    def json(self) -> dict[str, Json]:
+        return _present(
+            {"rule_from": self.source, "rule_matches_everything": self.matches_everything}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NetfilterHook:
+    hook: str  # PREROUTING, INPUT, ...
+    family: str  # ipv4, ipv6, bridge, ...
+
+
+@dataclass(frozen=True, slots=True)
+class CauseHook(Evidence):
+    """What droptrace's own cause hooks saw, on kernels whose kfree_skb gives no reason."""
+
+    cause: str
+    netfilter: NetfilterHook | None = None
+    reason_inferred: bool = False  # the kernel gave no reason: the hook or location did
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"cause": self.cause}
+        if self.netfilter is not None:
+            out["netfilter"] = {"hook": self.netfilter.hook, "family": self.netfilter.family}
+        if self.reason_inferred:
+            out["reason_inferred"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PodInterfaces(Evidence):
+    """The host-side interfaces of the pods at either end."""
+
+    src: str | None
+    dst: str | None
+
+    def json(self) -> dict[str, Json]:
+        return _present({"src_pod_host_iface": self.src, "dst_pod_host_iface": self.dst})
+
+
+def evidence_json(records: tuple[Evidence, ...]) -> dict[str, Json]:
+    """The `evidence` object of --json: every record's keys, in order."""
+    out: dict[str, Json] = {}
+    for record in records:
+        out.update(record.json())
+    return out

@@ -1,0 +1,229 @@
+"""One start-up for every command: what was asked (options) -> checks, mounts, pod sources,
+the scope as kernel Filters, signals. Input that cannot be right is refused, in one line,
+before anything is loaded; what the kernel or the host lacks is refused before anything is
+attached."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from typing import Any
+
+from tracer import libbpf
+from tracer.enrich import Enricher
+from tracer.enrich.pods import PodIdentity
+from tracer.errors import BadCidr, UnknownPod, UnknownReason, UsageError
+from tracer.model.net import Network
+from tracer.model.tracing import Filters
+from tracer.pipeline import Pipeline
+from tracer.system import ifaces, netns, preflight
+from tracer.system.kernel import DropReasons
+from tracer.system.netns import NetnsRef
+
+NO_REASONS_NOTE = "this kernel's kfree_skb has no drop reasons"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What the user asked to trace, as given on the command line."""
+
+    pod: str | None = None
+    namespace: str | None = None  # the pod's Kubernetes namespace
+    netns: tuple[str, ...] = ()  # ip netns names or paths
+    cidrs: tuple[str, ...] = ()
+    iface: str | None = None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Started:
+    """A command ready to trace: the kernel's reasons, the pod sources, the filters, and the
+    namespaces it watches. `notes` are for the user once tracing (bad input stays one line)."""
+
+    reasons: DropReasons
+    pods: PodIdentity | None
+    filters: Filters = field(default_factory=Filters)
+    watched: list[NetnsRef] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(Enricher(self.reasons, self.pods))
+
+    def tell(self, to: Callable[[str], None], *more: str) -> None:
+        for line in (*self.notes, *more):
+            to(line)
+
+
+def require_root() -> None:
+    """All that the commands that load nothing (lab up/down, status, stop) need."""
+    preflight.require_root()
+
+
+def netns_ref(spec: str) -> NetnsRef:
+    """A namespace given as an `ip netns` name, a path (/proc/PID/ns/net) or 'host'."""
+    return netns.resolve(spec)
+
+
+def start(
+    scope: Scope = Scope(),
+    *,
+    pods: bool = False,
+    signals: bool = True,
+    note: Callable[[str], None] = lambda _: None,
+) -> Started:
+    """Checks, mounts, pod sources (with `pods` or a --pod), the scope's filters and, with
+    `signals`, SIGTERM and SIGINT as Ctrl-C. `note` hears what the user should know now."""
+    networks = parse_networks(scope.cidrs)
+    if scope.namespace and not scope.pod:
+        raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
+    reasons = checks(note)
+    identity = PodIdentity.connect() if pods or scope.pod else None
+    specs = scope.netns
+    notes = list(identity.notes) if identity else []
+    if scope.pod and identity is not None:
+        specs, networks, where = _pod_scope(identity, scope, networks)
+        notes.insert(0, where)
+    watched = [netns.resolve(s) for s in specs]
+    filters = _filters(reasons, watched, networks, scope.iface, scope.reasons)
+    preflight.ensure_mounts()  # quietly, as perf and bpftool do; a failure is an error
+    if signals:
+        sigterm_as_interrupt()
+    return Started(reasons, identity, filters, watched, notes)
+
+
+def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:
+    """What every tracing command needs; returns the running kernel's drop reasons."""
+    preflight.require_root()
+    preflight.require_btf()
+    libbpf.lib()
+    known = DropReasons()
+    if not known.available:
+        note(NO_REASONS_NOTE)
+    return known
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM ends droptrace as Ctrl-C does: detached, summary written, exit 130."""
+
+    def handler(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python
+    # then leaves it so: `kill -INT` must still end droptrace cleanly, like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def parse_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    out = []
+    for v in values:
+        try:
+            out.append(ip_network(v, strict=False))
+        except ValueError:
+            raise BadCidr(f"--ip {v!r} is not an IP address or CIDR (e.g. 198.18.1.0/24)") from None
+    return tuple(out)
+
+
+def _reasons(names: tuple[str, ...], known: DropReasons) -> tuple[int, ...]:
+    out = []
+    for name in names:
+        value = known.value(name)
+        if value is None:
+            close = difflib.get_close_matches(name.upper(), known.names(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if not known.available:
+                hint = f"; {NO_REASONS_NOTE}"
+            raise UnknownReason(f"unknown drop reason {name!r} for this kernel{hint}")
+        out.append(value)
+    return tuple(out)
+
+
+def _pod_scope(
+    pods: PodIdentity, scope: Scope, networks: tuple[Network, ...]
+) -> tuple[tuple[str, ...], tuple[Network, ...], str]:
+    """--pod as kernel filters: its addresses (so drops of its traffic on the node count
+    too); a pod without addresses is watched in its own network namespace instead."""
+    assert scope.pod is not None
+    found = pods.resolve(scope.pod, scope.namespace)
+    specs = scope.netns
+    if found.ips:
+        networks = networks + tuple(ip_network(ip) for ip in found.ips)
+    elif found.netns_path is not None:
+        specs = (*specs, str(found.netns_path))
+    else:
+        raise UnknownPod(f"pod {found.ref} has no IP and does not run on this node")
+    where = f" via {found.host_iface}" if found.host_iface else ""
+    ips = ", ".join(str(ip) for ip in found.ips) or "no IP"
+    return specs, networks, f"pod {found.ref} ({ips}{where})"
+
+
+def _filters(
+    known: DropReasons,
+    refs: list[NetnsRef],
+    networks: tuple[Network, ...],
+    iface: str | None,
+    reasons: tuple[str, ...],
+) -> Filters:
+    ifindex = 0
+    if iface:
+        where = refs[0] if refs else netns.resolve("host")
+        ifindex = ifaces.index_of(iface, where)
+        if not refs:
+            refs = [where]  # ifindex numbers repeat across namespaces
+    return Filters(
+        netns=tuple(r.inode for r in refs),
+        networks=networks,
+        reasons=_reasons(reasons, known),
+        ifindex=ifindex,
+    )
+
+
+@contextlib.contextmanager
+def watching(
+    refs: list[NetnsRef], stop: threading.Event, gone: Callable[[str], None]
+) -> Iterator[None]:
+    """While tracing, each watched namespace is held open, so the kernel cannot give its
+    inode number to a new namespace whose drops the filter would then show as this one's.
+    A named one (`ip netns`) that is deleted sets `stop` after gone(name). A /proc/PID/ns/net
+    path is not watched: its process may end while the namespace lives on."""
+    held = []
+    for ref in refs:
+        with contextlib.suppress(OSError):
+            held.append(os.open(ref.path, os.O_RDONLY))
+    named = [r for r in refs if r.path.parent in netns.NETNS_DIRS]
+    done, lock = threading.Event(), threading.Lock()
+
+    def deleted(ref: NetnsRef) -> bool:
+        try:
+            return netns.inode_of(ref.path) != ref.inode
+        except OSError:
+            return True
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            for ref in named:
+                if deleted(ref):
+                    with lock:  # never after the trace ended (and its summary)
+                        if not done.is_set():
+                            gone(ref.name)
+                            stop.set()
+                    return
+
+    watcher = threading.Thread(target=watch, name="netns-watch", daemon=True)
+    if named:
+        watcher.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+        if named:
+            watcher.join()
+        for fd in held:
+            os.close(fd)
