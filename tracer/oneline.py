@@ -1,13 +1,15 @@
-"""One line and an exit code for every error a command expects, never a traceback: shared by
-`droptrace` and `kubectl-droptrace`, each with its own name at the start of the line."""
+"""One line and an exit code for every error a command expects, never a traceback, and one way
+to end on a signal: shared by `droptrace` and `kubectl-droptrace`, each with its own name at
+the start of the line."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -20,6 +22,18 @@ R = TypeVar("R")
 def fail(prog: str, message: str, code: int) -> NoReturn:
     click.echo(f"{prog}: {message}", err=True)
     sys.exit(code)
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM ends the command as Ctrl-C does (its clean-up runs, exit 130)."""
+
+    def handler(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python
+    # then leaves it so: `kill -INT` must still end the command cleanly, like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def one_line_errors(prog: str, kernel: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:

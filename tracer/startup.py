@@ -8,14 +8,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_network
-from typing import Any
 
-from tracer import libbpf
+from tracer import libbpf, oneline
 from tracer.enrich import Enricher
 from tracer.enrich.pods import PodIdentity
 from tracer.errors import BadCidr, UnknownPod, UnknownReason, UsageError
@@ -93,7 +91,7 @@ def start(
     filters = _filters(reasons, watched, networks, scope.iface, scope.reasons)
     preflight.ensure_mounts()  # quietly, as perf and bpftool do; a failure is an error
     if signals:
-        sigterm_as_interrupt()
+        oneline.sigterm_as_interrupt()
     return Started(reasons, identity, filters, watched, notes)
 
 
@@ -106,18 +104,6 @@ def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:
     if not known.available:
         note(NO_REASONS_NOTE)
     return known
-
-
-def sigterm_as_interrupt() -> None:
-    """SIGTERM ends droptrace as Ctrl-C does: detached, summary written, exit 130."""
-
-    def handler(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    # A background job of a non-interactive shell starts with SIGINT ignored, and Python
-    # then leaves it so: `kill -INT` must still end droptrace cleanly, like Ctrl-C.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def parse_networks(values: tuple[str, ...]) -> tuple[Network, ...]:

@@ -27,9 +27,11 @@ from tracer.enrich.podtypes import Pod
 from tracer.model import IPAddress
 from tracer.system import netns
 
-# Where `droptrace lab up` lays out its pods' kubelet directories (never a real kubelet's).
-LAB_KUBELET_ROOT = Path("/run/droptrace-lab/kubelet")
+KUBELET_ROOT = Path("/var/lib/kubelet")
 KUBELET_ROOT_ENV = "DROPTRACE_KUBELET_ROOT"
+# More kubelet roots, one symlink each: a kubelet run with another --root-dir, or pods laid
+# out the kubelet's way by something else (the lab registers its own while it has pods).
+EXTRA_KUBELET_ROOTS = Path("/run/droptrace/kubelet-roots")
 POD_LOG_ROOT = Path("/var/log/pods")
 _UID = re.compile(
     r"pod([0-9a-f]{8}[-_]?[0-9a-f]{4}[-_]?[0-9a-f]{4}[-_]?[0-9a-f]{4}[-_]?[0-9a-f]{12})"
@@ -38,11 +40,15 @@ RESCAN_INTERVAL = 1.0
 
 
 def kubelet_roots() -> tuple[Path, ...]:
-    """$DROPTRACE_KUBELET_ROOT if set, else the real kubelet's and the lab's."""
+    """$DROPTRACE_KUBELET_ROOT if set, else the kubelet's and the registered ones."""
     override = os.environ.get(KUBELET_ROOT_ENV)
     if override:
         return (Path(override),)
-    return (Path("/var/lib/kubelet"), LAB_KUBELET_ROOT)
+    try:
+        extra = sorted(EXTRA_KUBELET_ROOTS.iterdir())
+    except OSError:
+        extra = []
+    return (KUBELET_ROOT, *extra)
 
 
 def pod_uid(cgroup_text: str) -> str | None:

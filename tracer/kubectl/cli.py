@@ -4,9 +4,8 @@ one line (`kubectl-droptrace: ...`) and an exit code, as in tracer/cli.py."""
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
@@ -102,7 +101,7 @@ def command(
         _tell(f"droptrace on {len(agents)} nodes: {', '.join(a.node for a in agents)}")
     elif place is not None:
         _tell(f"pod {place.ref} is on node {place.node}: droptrace in agent {agents[0].name}")
-    _sigterm_as_interrupt()
+    oneline.sigterm_as_interrupt()
     streams = Streams(merge=merge, as_json=as_json)
     commands = [(agent, exec_command(exe, agent, args)) for agent in agents]
     if not merge:
@@ -128,13 +127,6 @@ def _kubectl(name: str) -> str:
     if path is None:
         raise KubectlMissing(f"{name} not found; name it with --kubectl PATH or $KUBECTL")
     return path
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -1,7 +1,9 @@
 """The lab's pods (lib.sh mkpod) as the node sees them, and their removal on `lab down`.
 
 Each pod directory holds a marker `droptrace-lab` naming its network namespace and cgroup;
-only pods whose namespace has the prefix are removed, so concurrent labs keep theirs.
+only pods whose namespace has the prefix are removed, so concurrent labs keep theirs. The
+lab's kubelet root is never a real kubelet's: mkpod registers it among droptrace's extra
+kubelet roots (so `droptrace --pod` names lab pods), and the last pod's removal unregisters it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import signal
 import time
 from pathlib import Path
 
-from tracer.enrich.pods_node import KUBELET_ROOT_ENV, LAB_KUBELET_ROOT, kubelet_roots
+from tracer.enrich.pods_node import EXTRA_KUBELET_ROOTS, KUBELET_ROOT_ENV, kubelet_roots
 
 MARKER = "droptrace-lab"
 _CGROUP_TOP = "droptrace-lab"  # mkpod's cgroups live below <cgroup2 root>/droptrace-lab/
+LAB_KUBELET_ROOT = Path("/run/droptrace-lab/kubelet")  # lib.sh's default too
+REGISTERED = EXTRA_KUBELET_ROOTS / "droptrace-lab"  # lib.sh mkpod links it there
 
 
 def lab_root() -> Path:
@@ -55,13 +59,21 @@ def remove(prefix: str) -> None:
         if cg and _CGROUP_TOP in Path(cg).parts:
             _remove_cgroup(Path(cg))
         shutil.rmtree(d, ignore_errors=True)
-    # The lab root's directories once no lab pod is left (/run/droptrace-lab by default).
+    # The lab root's directories once no lab pod is left (/run/droptrace-lab by default),
+    # and its registration.
     top = lab_root()
     for empty in (top / "pods", top, *((top.parent,) if top == LAB_KUBELET_ROOT else ())):
         try:
             empty.rmdir()
         except OSError:
             break
+    if not (top / "pods").exists() and REGISTERED.is_symlink():
+        REGISTERED.unlink(missing_ok=True)
+        for d in (EXTRA_KUBELET_ROOTS, EXTRA_KUBELET_ROOTS.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def _remove_cgroup(cg: Path) -> None:

@@ -65,8 +65,10 @@ for _ in range(int(sys.argv[3])):
 }
 
 # Pods the node can name without an API server, laid out as kubelet lays them out: the
-# kubelet directory is never a real kubelet's (droptrace reads this default too).
+# kubelet directory is never a real kubelet's; the default one is registered among
+# droptrace's extra kubelet roots (tracer/enrich/pods_node.py, tracer/lab/labpods.py).
 LAB_KUBELET_ROOT=${DROPTRACE_KUBELET_ROOT:-/run/droptrace-lab/kubelet}
+LAB_KUBELET_LINK=/run/droptrace/kubelet-roots/droptrace-lab
 # The lab's Kubernetes namespace: the prefix without its dash (dtlab-, by default: dtlab).
 lab_k8s_ns() { printf '%s' "${LAB_PREFIX%-}"; }
 
@@ -88,6 +90,10 @@ mkpod() {
   dir="$LAB_KUBELET_ROOT/pods/$uid"
   sa="$dir/volumes/kubernetes.io~projected/kube-api-access-lab"
   mkdir -p "$cg" "$sa"
+  if [ -z "${DROPTRACE_KUBELET_ROOT:-}" ]; then
+    mkdir -p "$(dirname "$LAB_KUBELET_LINK")"
+    ln -sfn "$LAB_KUBELET_ROOT" "$LAB_KUBELET_LINK"
+  fi
   lab_k8s_ns >"$sa/namespace"
   printf 'netns=%s\ncgroup=%s\npod=%s/%s\n' "$(ns "$role")" "$cg" "$(lab_k8s_ns)" "$role" \
     >"$dir/droptrace-lab"
