@@ -9,6 +9,12 @@ class DroptraceError(Exception):
     exit_code = 1
 
 
+class OutputClosed(DroptraceError):
+    """Whoever read the output stopped reading (`| head`): end quietly, as a filter does."""
+
+    exit_code = 0
+
+
 class UsageError(DroptraceError):
     """Bad input on the command line (CIDR, reason, interface, namespace...)."""
 

@@ -210,6 +210,12 @@ class DropTracer:
     def close(self) -> None:
         self._stack.close()
 
+    def detach(self) -> None:
+        """No new drops from here on; the ring and the counters stay readable."""
+        for _, link in self._causes.links:
+            link.destroy()
+        self._link.destroy()
+
     def poll(self, timeout_ms: int, on_sample: Callable[[bytes], None], limit: int) -> int:
         return self._ring.poll(timeout_ms, on_sample, limit)
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from tracer.errors import DroptraceError
+from tracer.errors import DroptraceError, OutputClosed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,6 +22,14 @@ R = TypeVar("R")
 def fail(prog: str, message: str, code: int) -> NoReturn:
     click.echo(f"{prog}: {message}", err=True)
     sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """A closed stdout: what Python still has buffered for it goes nowhere, without the
+    'Exception ignored ... BrokenPipeError' it would print at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def sigterm_as_interrupt() -> None:
@@ -46,6 +54,9 @@ def one_line_errors(prog: str, kernel: bool) -> Callable[[Callable[P, R]], Calla
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return fn(*args, **kwargs)
+            except (OutputClosed, BrokenPipeError):
+                _silence_stdout()
+                sys.exit(0)
             except DroptraceError as err:
                 fail(prog, str(err), err.exit_code)
             except KeyboardInterrupt:

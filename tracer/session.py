@@ -3,12 +3,14 @@ a limit, a stop event or Ctrl-C ends it."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from tracer.errors import OutputClosed
 from tracer.events import decode
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
 from tracer.model import Drop
@@ -17,6 +19,10 @@ from tracer.pipeline import Pipeline
 from tracer.sinks import Sink
 
 POLL_MS = 50
+# After a deadline, SIGTERM or Ctrl-C, drops already read are explained for at most this
+# long; the rest are counted as not explained. A storm of new flows can queue minutes of
+# explaining, and a node agent must stop within its pod's grace period.
+FINISH_GRACE_S = 1.0
 # Events read per second at most. A storm can bring hundreds of thousands a second; each
 # costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
 # not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
@@ -94,7 +100,7 @@ def _trace(
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
                 raise _Stop
-            explainer.put(decode(raw))
+            explainer.put(raw)
 
         spent, period_end = False, 0.0
         budget = max(1, stream.rate * POLL_MS // 1000)
@@ -123,22 +129,40 @@ def _trace(
         finally:
             if on_tracer is not None:
                 on_tracer(None)
-        shown, behind = explainer.finish()
+        # Every drop counted until now is in the ring or read: what the ring holds goes to
+        # the explainer too, to be explained within the grace period or counted as not.
+        tracer.detach()
+        with contextlib.suppress(_Stop):
+            tracer.poll(0, on_sample, 1 << 30)
+        done = explainer.finish(FINISH_GRACE_S)
         totals = pipeline.totals(tracer.counters())
         stats = tracer.stats()
     summary = Summary(
         seconds=time.monotonic() - started,
-        shown=shown,
+        shown=done.shown,
         totals=totals.per_reason,
         matched=stats.matched,
-        lost=stats.lost + behind,
+        lost=stats.lost + done.behind + done.unexplained,
         uncounted=stats.uncounted,
         suppressed=stats.suppressed,
         interrupted=interrupted,
         by_netns=totals.by_netns,
+        hidden=done.hidden,
+        unexplained=done.unexplained,
     )
-    sink.finish(summary)
+    try:
+        sink.finish(summary)
+    except BrokenPipeError:
+        raise OutputClosed("the output was closed") from None
     return summary
+
+
+@dataclass(frozen=True, slots=True)
+class _Explained:
+    shown: int
+    hidden: int  # benign, not shown without --all
+    behind: int  # not queued: the explainer was a full queue behind
+    unexplained: int  # queued, but the session ended before their turn
 
 
 class _Explainer:
@@ -159,27 +183,44 @@ class _Explainer:
         self._sink = sink
         self._show_benign = show_benign
         self._count = count
-        self._queue: queue.Queue[Drop | None] = queue.Queue(self._QUEUE)
+        self._queue: queue.Queue[bytes] = queue.Queue(self._QUEUE)
         self._error: BaseException | None = None
+        self._finishing = threading.Event()
+        self._deadline = float("inf")
+        self._lock = threading.Lock()  # the sink is never written after finish() returned
+        self._closed = False
+        self._count_reached = False
         self.done = threading.Event()  # --count reached, or the explainer failed
-        self.shown = 0
-        self.behind = 0
+        self.shown = self.hidden = self.behind = 0
         self._thread = threading.Thread(target=self._run, name="explain", daemon=True)
         self._thread.start()
 
-    def put(self, drop: Drop) -> None:
+    def put(self, raw: bytes) -> None:
+        """Queue an event as read; decoded by the explainer, so one it has no room for costs
+        the reader nothing but a count."""
         try:
-            self._queue.put_nowait(drop)
+            self._queue.put_nowait(raw)
         except queue.Full:
             self.behind += 1
 
     def _run(self) -> None:
         try:
-            while (drop := self._queue.get()) is not None:
-                if not self.done.is_set():
-                    self._explain(drop)
+            while not (self._finishing.is_set() and self._queue.empty()):
+                try:
+                    raw = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if self.done.is_set() or time.monotonic() > self._deadline:
+                    self._queue.put_nowait(raw)  # counted with the rest by finish()
+                    break
+                self._explain(decode(raw))
                 if self._queue.empty():
-                    self._sink.flush()
+                    with self._lock:
+                        if not self._closed:
+                            self._sink.flush()
+        except BrokenPipeError:
+            self._error = OutputClosed("the output was closed")
+            self.done.set()
         except BaseException as err:
             self._error = err
             self.done.set()
@@ -187,16 +228,27 @@ class _Explainer:
     def _explain(self, drop: Drop) -> None:
         item = self._pipeline.explain(drop)
         if item.diagnosis.benign and not self._show_benign:
-            return  # still in the exact totals, just not shown
-        self._sink.drop(item)
-        self.shown += 1
+            self.hidden += 1  # still in the exact totals, just not shown
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._sink.drop(item)
+            self.shown += 1
         if self._count is not None and self.shown >= self._count:
+            self._count_reached = True
             self.done.set()
 
-    def finish(self) -> tuple[int, int]:
-        """Explain what is queued, stop; returns (shown, not shown for falling behind)."""
-        self._queue.put(None)
-        self._thread.join()
+    def finish(self, grace: float) -> _Explained:
+        """Explain what is queued for at most `grace` seconds, then stop; what was left is
+        counted as not explained."""
+        self._deadline = time.monotonic() + grace
+        self._finishing.set()
+        self._thread.join(grace + 0.5)  # a read still running then is left to end alone
+        with self._lock:
+            self._closed = True
         if self._error is not None:
             raise self._error
-        return self.shown, self.behind
+        # After --count, the rest were not wanted, not missed.
+        left = 0 if self._count_reached else self._queue.qsize()
+        return _Explained(self.shown, self.hidden, self.behind, left)

@@ -9,6 +9,7 @@ from typing import Any
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.evidence import Evidence, Routing
 from tracer.model.findings import Finding, NamespaceFacts
+from tracer.system.conntrack import ConntrackLookups
 from tracer.system.netns import NetnsNames, NetnsRef
 
 # Reasons the kernel gives when ip_route_input() ends in ip_error(): forwarding off, no
@@ -27,6 +28,7 @@ class Site:
     iface: str | None
     ref: NetnsRef  # the namespace of the drop
     names: NetnsNames  # every namespace (a reply's request may be seen in another)
+    conntrack: ConntrackLookups  # conntrack by tuple, in any namespace
 
 
 @dataclass(frozen=True, slots=True)

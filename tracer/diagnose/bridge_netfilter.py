@@ -8,7 +8,7 @@ from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.evidence import Dnat, Evidence
 from tracer.model.findings import Finding, Level, NamespaceFacts
-from tracer.system import conntrack, sysctl
+from tracer.system import sysctl
 
 KNOB = "net.bridge.bridge-nf-call-iptables"
 FIX = f"modprobe br_netfilter; sysctl -w {KNOB}=1"
@@ -28,7 +28,9 @@ def evidence(site: Site) -> Read | None:
 
     def read() -> tuple[Evidence, ...]:
         for ref in site.names.all():
-            found = conntrack.dnat_origin(ref.path, d.l4proto, str(d.src), sport, str(d.dst), dport)
+            found = site.conntrack.dnat_origin(
+                ref.path, d.l4proto, str(d.src), sport, str(d.dst), dport
+            )
             if found is None:
                 continue
             value = sysctl.read(ref.path, [KNOB])[KNOB]

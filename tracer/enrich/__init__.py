@@ -15,6 +15,7 @@ from tracer.enrich.podtypes import Pod
 from tracer.enrich.rules import RuleFinder
 from tracer.model import Drop, Facts, PodRef, Rule
 from tracer.model.evidence import Dnat, Evidence, PodInterfaces
+from tracer.system.conntrack import ConntrackLookups
 from tracer.system.ifaces import IfaceNames
 from tracer.system.kernel import DropReasons, KernelSymbols
 from tracer.system.netns import NetnsNames
@@ -30,12 +31,14 @@ class Enricher:
         self.netns = NetnsNames()
         self.ifaces = IfaceNames(self.netns)
         self._evidence = EvidenceCache()
+        self._conntrack = ConntrackLookups()
         self._rules = RuleFinder()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
     def close(self) -> None:
         self._rules.close()
+        self._conntrack.close()
 
     def facts(self, drop: Drop) -> Facts:
         location = self.symbols.name(drop.location)
@@ -44,7 +47,7 @@ class Enricher:
         ref = self.netns.lookup(drop.netns)
         evidence: list[Evidence] = []
         if ref is not None and drop.src is not None and drop.dst is not None:
-            site = Site(drop, reason, location, iface, ref, self.netns)
+            site = Site(drop, reason, location, iface, ref, self.netns, self._conntrack)
             evidence += self._evidence.gather(site)
         if seen is not None:
             evidence.append(seen)

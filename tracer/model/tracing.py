@@ -122,6 +122,22 @@ class Summary:
     interrupted: bool
     suppressed: int = 0  # held back by the per-flow rate limit (in the totals, not shown)
     by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
+    hidden: int = 0  # explained as benign noise, not shown without --all
+    unexplained: int = 0  # of `lost`: read, but the session ended before they were explained
+
+    def accounting(self) -> str:
+        """Where every counted drop went, in words (the totals stay exact either way)."""
+        return (
+            f"{self.shown} shown, {self.lost} lost events, {self.suppressed} suppressed by the"
+            f" rate limit{self.accounting_more()}"
+        )
+
+    def accounting_more(self) -> str:
+        """The parts of the accounting that are there only when not zero."""
+        text = f", {self.hidden} hidden as noise (--all shows them)" if self.hidden else ""
+        if self.unexplained:
+            text += f"; {self.unexplained} of the lost were read but not explained in time"
+        return text
 
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON-ready object (--summary-json): what a script compares."""
@@ -132,6 +148,8 @@ class Summary:
             "lost": self.lost,
             "uncounted": self.uncounted,
             "suppressed": self.suppressed,
+            "hidden": self.hidden,
+            "unexplained": self.unexplained,
             "totals": self.totals,
             "by_netns": {str(k): v for k, v in self.by_netns.items()},
             "interrupted": self.interrupted,

@@ -67,8 +67,7 @@ class JsonLines:
     def finish(self, s: Summary) -> None:
         totals = ", ".join(f"{r} {n}" for r, n in s.totals.items()) or "none"
         print(
-            f"droptrace: {s.matched} drops in {s.seconds:.1f}s ({totals}); "
-            f"{s.shown} shown, {s.lost} lost events, {s.suppressed} suppressed by the rate limit",
+            f"droptrace: {s.matched} drops in {s.seconds:.1f}s ({totals}); {s.accounting()}",
             file=self._err,
             flush=True,
         )

@@ -74,7 +74,7 @@ class LiveView:
         lost = f"[red]{s.lost}[/]" if s.lost else "0"
         self._console.print(
             f"{s.shown} drops shown, {lost} events lost, {s.suppressed} suppressed by the "
-            "per-flow rate limit (totals above stay exact)"
+            f"per-flow rate limit{s.accounting_more()} (totals above stay exact)"
         )
 
 

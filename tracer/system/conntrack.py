@@ -1,16 +1,32 @@
-"""Conntrack lookups inside a namespace (pyroute2 over ctnetlink)."""
+"""Conntrack lookups inside a namespace: ctnetlink messages from pyroute2's codec, sent on one
+netlink socket per namespace that droptrace keeps open.
+
+pyroute2's Conntrack opens a socket and an asyncio loop per call, and a call must run in the
+namespace (a thread that setns()s, tracer.system.netns): ~1 ms a lookup, paid for every new
+flow of a port-scan storm. A netlink socket stays in the namespace it was created in, so one
+created there once answers every later lookup from any thread.
+"""
 
 from __future__ import annotations
 
+import errno
+import socket
+import struct
+import threading
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
-from pyroute2 import Conntrack
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.conntrack import ConntrackEntry
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK
+from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, NFCTAttrTuple, nfct_msg
 
 from tracer.model.net import IPAddress
 from tracer.system import netns
+
+_NETLINK_NETFILTER = 12
+_TIMEOUT_S = 0.5  # a lookup is one hash lookup in the kernel: more means something is wrong
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,34 +39,109 @@ class DnatOrigin:
     state: str | None
 
 
-def dnat_origin(
-    ns_path: Path, proto: int, src: str, sport: int, dst: str, dport: int
-) -> DnatOrigin | None:
-    """The DNAT'd connection for which the packet src:sport -> dst:dport is the reply, if any.
+class ConntrackLookups:
+    """Lookups by tuple in any namespace, each namespace's socket opened on first use."""
 
-    A reply that comes straight from the backend (its own address, not the service's) is one
-    that bypassed the un-DNAT: conntrack in this namespace saw the request but not the reply.
-    """
+    def __init__(self) -> None:
+        self._socks: dict[Path, socket.socket] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
 
-    def find() -> DnatOrigin | None:
-        try:
-            with Conntrack() as ct:
-                for e in ct.dump_entries():
-                    o, r = e.tuple_orig, e.tuple_reply
-                    if (r.proto, r.saddr, r.sport, r.daddr, r.dport) != (
-                        proto,
-                        src,
-                        sport,
-                        dst,
-                        dport,
-                    ):
-                        continue
-                    if o.daddr == src:
-                        continue  # not translated: the reply source is the real peer
-                    state = e.protoinfo.state_name() if e.protoinfo is not None else None
-                    return DnatOrigin(ip_address(o.daddr), o.dport, src, state)
-        except (NetlinkError, OSError):
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._socks.values():
+                sock.close()
+            self._socks.clear()
+
+    def dnat_origin(
+        self, ns_path: Path, proto: int, src: str, sport: int, dst: str, dport: int
+    ) -> DnatOrigin | None:
+        """The DNAT'd connection for which the packet src:sport -> dst:dport is the reply.
+
+        A reply that comes straight from the backend (its own address, not the service's)
+        bypassed the un-DNAT: conntrack in this namespace saw the request but not the reply.
+        """
+        family = socket.AF_INET6 if ":" in src else socket.AF_INET
+        wanted = NFCTAttrTuple(family, proto=proto, saddr=src, daddr=dst, sport=sport, dport=dport)
+        msg = self._get(ns_path, family, wanted)
+        if msg is None:
             return None
-        return None
+        e = ConntrackEntry(
+            family,
+            msg.get_attr("CTA_TUPLE_ORIG"),
+            msg.get_attr("CTA_TUPLE_REPLY"),
+            msg.get_attr("CTA_STATUS"),
+            msg.get_attr("CTA_TIMEOUT"),
+            msg.get_attr("CTA_PROTOINFO"),
+            msg.get_attr("CTA_MARK"),
+            msg.get_attr("CTA_ID"),
+            msg.get_attr("CTA_USE"),
+            msg.get_attr("CTA_ZONE"),
+        )
+        o = e.tuple_orig
+        if o.daddr is None or o.daddr == src:
+            return None  # not translated: the reply source is the real peer
+        state = e.protoinfo.state_name() if e.protoinfo is not None else None
+        return DnatOrigin(ip_address(o.daddr), o.dport, src, state)
 
-    return netns.run_in(ns_path, find)
+    def _get(self, ns_path: Path, family: int, reply: NFCTAttrTuple) -> nfct_msg | None:
+        """IPCTNL_MSG_CT_GET by the reply tuple: the connection, or None if there is none."""
+        with self._lock:  # one request in flight per process keeps the answers in order
+            sock = self._socket(ns_path)
+            if sock is None:
+                return None
+            self._seq += 1
+            req = nfct_msg.create_from(tuple_reply=reply)
+            req["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+            req["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+            req["header"]["sequence_number"] = self._seq
+            req["nfgen_family"] = family
+            req.encode()
+            try:
+                sock.send(req.data)
+                return _answer(sock, self._seq)
+            except OSError:  # the namespace went away, or a timeout: drop the socket
+                sock.close()
+                del self._socks[ns_path]
+                return None
+
+    def _socket(self, ns_path: Path) -> socket.socket | None:
+        sock = self._socks.get(ns_path)
+        if sock is None:
+            try:
+                sock = netns.run_in(ns_path, _open)
+            except OSError:
+                return None
+            self._socks[ns_path] = sock
+        return sock
+
+
+def _open() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+    sock.settimeout(_TIMEOUT_S)
+    sock.bind((0, 0))
+    return sock
+
+
+def _answer(sock: socket.socket, seq: int) -> nfct_msg | None:
+    """The entry the kernel sent for request `seq` (then its ACK), or None on ENOENT."""
+    found: nfct_msg | None = None
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind, _flags, msg_seq = struct.unpack_from("=IHHI", data, offset)
+            if length < 16:
+                return found
+            chunk = data[offset : offset + length]
+            offset += (length + 3) & ~3
+            if msg_seq != seq:
+                continue  # an answer to an earlier request that timed out
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", chunk, 16)[0]
+                if code not in (0, errno.ENOENT):
+                    raise OSError(code, "ctnetlink get failed")
+                return found
+            msg = nfct_msg(chunk)
+            msg.decode()
+            found = msg
