@@ -82,7 +82,8 @@ def test_ip_forward_off_on_the_node_is_forwarding_disabled_not_no_route() -> Non
 def test_forwarding_off_on_one_interface_names_that_interface() -> None:
     fwd = Forwarding("r-cli", ip_forward=1, all=1, on_iface=0)
     route = unicast("198.18.2.2", "r-srv")
-    d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", fwd, Routing(route, route), iface="r-cli"))
+    f = facts("IP_INADDRERRORS", fwd, Routing(route, route), iface="r-cli", location="ip_error")
+    d = diagnose.diagnose(drop(), f)
     assert d.fix == f"{forwarding.iface_on('r-cli')} in netns node"
 
 
@@ -211,3 +212,16 @@ def test_every_category_but_other_belongs_to_one_cause_module() -> None:
     owned = [c.category for c in diagnose.CAUSES]
     assert sorted(owned) == sorted(set(owned))
     assert set(owned) == set(Category) - {Category.OTHER}
+
+
+def test_a_tcp_drop_to_a_local_listener_is_never_a_missing_route() -> None:
+    # The last ACK to a listener whose accept queue is full, on lo: NOT_SPECIFIED at
+    # tcp_v4_rcv. A route lookup there says nothing; "add a route to 127.0.0.1" misleads.
+    local = RouteLookup("127.0.0.1", "local", oif="lo", table=255)
+    bogus = RouteLookup("127.0.0.1", "none", error="Invalid argument")
+    d = diagnose.diagnose(
+        drop("127.0.0.1", "127.0.0.1"),
+        facts("NOT_SPECIFIED", Routing(local, bogus), iface="lo", location="tcp_v4_rcv"),
+    )
+    assert d.category is Category.OTHER
+    assert "route" not in (d.fix or "")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tracer import recorder
+from tracer.errors import UsageError
 from tracer.pipeline import Pipeline
 from tracer.sinks.jsonl import to_json
 from tracer.system import host
@@ -56,9 +60,31 @@ def build(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def write_private(path: str, text: str) -> None:
-    """Write a report readable by its owner only (it names hosts, addresses and rules)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)  # also when the file already existed
-        f.write(text)
+def check_out(path: str) -> Path:
+    """Where `dump --out` will write, refused before any work if it cannot be written."""
+    out = Path(path)
+    if out.is_dir() and not out.is_symlink():
+        raise UsageError(f"--out {path}: is a directory")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: cannot write in {parent}")
+    return out
+
+
+def write_private(out: Path, text: str) -> None:
+    """Write a report readable by its owner only (it names hosts, addresses and rules).
+
+    Into a new file of its own in the same directory, then renamed over `out`: a symlink
+    planted at `out` by whoever can write the directory is replaced, never followed, so
+    root's dump never overwrites or chmods the file it points to."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)  # O_EXCL, mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

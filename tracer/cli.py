@@ -4,13 +4,20 @@ DroptraceError becomes one line and an exit code (tracer.oneline)."""
 from __future__ import annotations
 
 import json
-import threading
 
 import click
 
 from tracer import startup
 from tracer.commands.agent import serve
-from tracer.commands.common import ip_option, netns_option, one_line_errors, sink, tell
+from tracer.commands.common import (
+    Seconds,
+    ip_option,
+    netns_gone,
+    netns_option,
+    one_line_errors,
+    sink,
+    tell,
+)
 from tracer.commands.doctor import doctor
 from tracer.commands.lab import lab
 from tracer.commands.recorder import dump, record, status, stop
@@ -39,7 +46,7 @@ from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
     help="Only this kernel drop reason (e.g. NO_SOCKET); repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per drop on stdout.")
-@click.option("--duration", type=click.FloatRange(min=0), metavar="S", help="Stop after S seconds.")
+@click.option("--duration", type=Seconds(), metavar="S", help="Stop after S seconds.")
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 @click.option(
     "--all",
@@ -106,9 +113,7 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     scope = startup.Scope(pod, namespace, netns_specs, cidrs, iface, reasons)
     ready = startup.start(scope, pods=True, note=tell)
-    stop = threading.Event()
-    gone = lambda name: tell(f"network namespace {name} is gone; stopping")  # noqa: E731
-    with startup.watching(ready.watched, stop, gone):
+    with ready.watch(netns_gone) as stop:
         summary = run(
             ready.filters,
             ready.pipeline(),

@@ -44,6 +44,18 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def run_click(prog: str, command: click.Command) -> NoReturn:
+    """Run a click command with its own usage errors as one line too (click would print its
+    usage, a hint and the error over four lines), and a Ctrl-C while parsing as exit 130."""
+    try:
+        rv = command.main(prog_name=prog, standalone_mode=False)
+    except click.ClickException as err:
+        fail(prog, err.format_message(), err.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
 def one_line_errors(prog: str, kernel: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """A decorator mapping DroptraceError to its line and exit code, Ctrl-C to 130, and any
     other exception to an "internal error" line (70; DROPTRACE_DEBUG=1 raises it). With

@@ -7,9 +7,11 @@ running; `stop` removes the pins, which detaches the program and frees the maps.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shutil
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,28 @@ class Recording:
     netns_filter: bool
 
 
+class RecorderBusy(DroptraceError):
+    exit_code = 1
+
+
+@contextmanager
+def _exclusive() -> Iterator[None]:
+    """One `record` or `stop` at a time: a second one started meanwhile fails at once and
+    touches nothing (it would otherwise find the first's pins half made, and remove them).
+    The lock is on the bpffs directory holding the pins, which every caller has."""
+    fd = os.open(PIN_DIR.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecorderBusy(
+                "another `droptrace record` or `stop` is running right now: try again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def running() -> bool:
     return (PIN_DIR / "link").exists()
 
@@ -56,6 +80,11 @@ def _clear() -> None:
 def start(filters: Filters, slots: int = DEFAULT_SLOTS, kernel_reasons: bool = False) -> list[str]:
     """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced).
     kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached)."""
+    with _exclusive():
+        return _start(filters, slots, kernel_reasons)
+
+
+def _start(filters: Filters, slots: int, kernel_reasons: bool) -> list[str]:
     notes = []
     if running():
         since = read().started_ns
@@ -85,9 +114,10 @@ def start(filters: Filters, slots: int = DEFAULT_SLOTS, kernel_reasons: bool = F
 
 def stop() -> bool:
     """Detach and unpin everything; False if nothing was recording."""
-    was = PIN_DIR.exists()
-    _clear()
-    return was
+    with _exclusive():
+        was = PIN_DIR.exists()
+        _clear()
+        return was
 
 
 def _fmt(ns: int) -> str:

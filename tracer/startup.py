@@ -57,6 +57,14 @@ class Started:
         for line in (*self.notes, *more):
             to(line)
 
+    @contextlib.contextmanager
+    def watch(self, gone: Callable[[str], None]) -> Iterator[threading.Event]:
+        """While tracing: the watched namespaces held and watched (see `watching`); the
+        event is set when one is deleted, after gone(name)."""
+        stop = threading.Event()
+        with watching(self.watched, stop, gone):
+            yield stop
+
 
 def require_root() -> None:
     """All that the commands that load nothing (lab up/down, status, stop) need."""
@@ -78,6 +86,11 @@ def start(
     """Checks, mounts, pod sources (with `pods` or a --pod), the scope's filters and, with
     `signals`, SIGTERM and SIGINT as Ctrl-C. `note` hears what the user should know now."""
     networks = parse_networks(scope.cidrs)
+    for option, value in (("--pod", scope.pod), ("-n/--namespace", scope.namespace)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{option} needs a name, not an empty string")
+    if scope.iface is not None and not scope.iface.strip():
+        raise UsageError("--iface needs an interface name, not an empty string")
     if scope.namespace and not scope.pod:
         raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     reasons = checks(note)
@@ -98,6 +111,7 @@ def start(
 def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:
     """What every tracing command needs; returns the running kernel's drop reasons."""
     preflight.require_root()
+    preflight.require_capabilities()
     preflight.require_btf()
     libbpf.lib()
     known = DropReasons()

@@ -7,7 +7,7 @@ import socket
 import click
 
 from tracer import startup
-from tracer.commands.common import ip_option, netns_option, one_line_errors, tell
+from tracer.commands.common import ip_option, netns_gone, netns_option, one_line_errors, tell
 from tracer.serve import DEFAULT_FLOW_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_SERIES
 
 
@@ -58,13 +58,15 @@ def serve(
     address = parse_listen(listen)
     ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), pods=True, note=tell)
     where = f"{address[0]}:{address[1]}"
-    agent.serve(
-        ready.filters,
-        ready.pipeline(),
-        address,
-        node or socket.gethostname(),
-        max_series,
-        flow_limit,
-        note=tell,
-        on_ready=lambda: ready.tell(tell, f"serving /metrics and /healthz on {where}"),
-    )
+    with ready.watch(netns_gone) as stop:
+        agent.serve(
+            ready.filters,
+            ready.pipeline(),
+            address,
+            node or socket.gethostname(),
+            max_series,
+            flow_limit,
+            note=tell,
+            on_ready=lambda: ready.tell(tell, f"serving /metrics and /healthz on {where}"),
+            stop=stop,
+        )

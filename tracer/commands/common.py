@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from tracer import oneline
@@ -11,9 +13,32 @@ from tracer.sinks import Sink
 one_line_errors = oneline.one_line_errors("droptrace", kernel=True)
 
 
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """A duration in seconds: finite, not negative, at most a year (nan, inf and 1e308 would
+    otherwise reach the tracer, after it attached)."""
+
+    name = "seconds"
+    LONGEST = 365 * 24 * 3600.0
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or not 0 <= seconds <= self.LONGEST:
+            self.fail(f"{value!r} is not between 0 and {self.LONGEST:.0f} seconds", param, ctx)
+        return seconds
+
+
 def tell(line: str) -> None:
     """A status line for the user, on stderr."""
     click.echo(f"droptrace: {line}", err=True)
+
+
+def netns_gone(name: str) -> None:
+    tell(f"network namespace {name} is gone; stopping")
 
 
 def sink(as_json: bool) -> Sink:

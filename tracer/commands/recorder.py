@@ -29,9 +29,7 @@ def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> N
 
 
 @click.command()
-@click.option(
-    "--out", type=click.Path(dir_okay=False, writable=True), help="Write here (mode 0600)."
-)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (mode 0600).")
 @click.option("--redact", is_flag=True, help="Replace addresses and pod names with placeholders.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of Markdown.")
 @one_line_errors
@@ -40,13 +38,14 @@ def dump(out: str | None, redact: bool, as_json: bool) -> None:
     from tracer import bugreport
     from tracer.sinks import report
 
+    target = bugreport.check_out(out) if out else None  # before the work, not after it
     doc = bugreport.build(startup.start(signals=False, note=tell).pipeline())
     if redact:
         doc = report.redact(doc)
     text = report.to_json_text(doc) if as_json else report.to_markdown(doc)
-    if out:
-        bugreport.write_private(out, text)
-        tell(f"wrote {out} ({len(doc['drops'])} drops)")
+    if target is not None:
+        bugreport.write_private(target, text)
+        tell(f"wrote {target} ({len(doc['drops'])} drops)")
     else:
         click.echo(text, nl=False)
 

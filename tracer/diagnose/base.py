@@ -14,7 +14,12 @@ from tracer.system.netns import NetnsNames, NetnsRef
 
 # Reasons the kernel gives when ip_route_input() ends in ip_error(): forwarding off, no
 # route, or a blackhole/unreachable/prohibit route all look alike from the reason alone.
-ROUTING_REASONS = {"IP_INNOROUTES", "IP_INADDRERRORS", "NOT_SPECIFIED", "IP_OUTNOROUTES", "UNKNOWN"}
+ROUTING_REASONS = {"IP_INNOROUTES", "IP_INADDRERRORS", "IP_OUTNOROUTES"}
+# Reasons that say nothing (NOT_SPECIFIED; UNKNOWN: a kernel without reasons): a routing
+# drop only where routing drops it. Elsewhere, e.g. tcp_v4_rcv freeing the last ACK to a
+# full accept queue on lo, a route lookup would only mislead.
+GENERIC_REASONS = {"NOT_SPECIFIED", "UNKNOWN"}
+ROUTING_LOCATIONS = {"ip_error"}
 NO_ROUTE_TYPES = {"none", "unreachable", "blackhole", "prohibit"}
 
 
@@ -61,13 +66,19 @@ def at(facts: Facts) -> str:
     return f"{facts.iface or '?'} in netns {facts.netns}"
 
 
+def is_routing_drop(reason: str, location: str) -> bool:
+    """A drop the kernel decided while routing the packet."""
+    if location in ROUTING_LOCATIONS:
+        return reason in ROUTING_REASONS or reason in GENERIC_REASONS
+    return reason in ROUTING_REASONS
+
+
 def routing_decision(drop: Drop, facts: Facts) -> Routing | None:
     """The routing evidence of a drop the kernel decided while routing it (ip_error), or
-    None: another kind of drop, or multicast/broadcast nobody routes (e.g. IGMP reports)."""
+    None: another kind of drop, a local destination (never a matter of adding a route), or
+    multicast/broadcast nobody routes (e.g. IGMP reports)."""
     routing = facts.find(Routing)
-    if routing is None:
-        return None
-    if facts.reason not in ROUTING_REASONS and facts.location != "ip_error":
+    if routing is None or not is_routing_drop(facts.reason, facts.location):
         return None
     if (drop.dst is not None and drop.dst.is_multicast) or routing.route.kind == "broadcast":
         return None

@@ -4,7 +4,7 @@ IP_INADDRERRORS at ip_error)."""
 
 from __future__ import annotations
 
-from tracer.diagnose.base import ROUTING_REASONS, Cause, Read, Site, routing_decision
+from tracer.diagnose.base import Cause, Read, Site, is_routing_drop, routing_decision
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.evidence import Evidence, Forwarding
 from tracer.model.findings import Finding, Level, NamespaceFacts
@@ -19,7 +19,7 @@ def iface_on(iface: str) -> str:
 
 def evidence(site: Site) -> Read | None:
     iface = site.iface
-    if not iface or (site.reason not in ROUTING_REASONS and site.location != "ip_error"):
+    if not iface or not is_routing_drop(site.reason, site.location):
         return None
     if site.drop.src is None or site.drop.dst is None:
         return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from tracer.diagnose.base import (
     NO_ROUTE_TYPES,
-    ROUTING_REASONS,
     Cause,
     Read,
     Site,
+    is_routing_drop,
     routing_decision,
 )
 from tracer.model import Category, Diagnosis, Drop, Facts
@@ -21,7 +21,7 @@ _BAD_ROUTES = {"blackhole", "unreachable", "prohibit"}
 
 def evidence(site: Site) -> Read | None:
     iface, src, dst = site.iface, site.drop.src, site.drop.dst
-    if not iface or (site.reason not in ROUTING_REASONS and site.location != "ip_error"):
+    if not iface or not is_routing_drop(site.reason, site.location):
         return None
     if src is None or dst is None:
         return None
@@ -39,8 +39,8 @@ def evidence(site: Site) -> Read | None:
 
 def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:
     routing = routing_decision(drop, facts)
-    if routing is None:
-        return None
+    if routing is None or routing.route.kind == "local":
+        return None  # a local destination never needs a route added
     received = routing.as_received
     if received.kind not in NO_ROUTE_TYPES:
         received = routing.route

@@ -1,22 +1,22 @@
 """`droptrace serve`: the node agent. Hooks stay attached; Prometheus scrapes /metrics, the
 log pipeline takes the JSON lines on stdout, a kubelet probes /healthz.
 
-The HTTP side is the standard library's WSGI server with prometheus-client's WSGI app, plus
-/healthz: prometheus-client's own start_http_server has no room for a second endpoint.
+The HTTP side is waitress with prometheus-client's WSGI app, plus /healthz:
+prometheus-client's own start_http_server has no room for a second endpoint, and the
+standard library's server gives every connection, idle or not, a thread of its own.
 """
 
 from __future__ import annotations
 
-import socket
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.process_collector import ProcessCollector
+from waitress.server import create_server
 
 from tracer.hooks import DropTracer
 from tracer.model import AttributedDrop
@@ -27,18 +27,21 @@ from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
 from tracer.sinks.metrics import DropMetrics, KernelView
 
+# The HTTP side of a node agent, which must survive whatever reaches its port: waitress
+# multiplexes connections, so an idle client holds no thread; requests run on a few workers;
+# a client silent this long is dropped; headers beyond this are answered 431 and closed.
+_WORKERS = 4
+_IDLE_S = 30
+_MAX_HEADER_BYTES = 16 << 10
+_MAX_CONNECTIONS = 256
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
 
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # a scrape is not news
-        pass
+def _quiet_server_log() -> None:
+    """waitress logs each bad client (a reset, a header too big) with a traceback at times:
+    one line each, at most, is what an agent's log wants."""
+    log = logging.getLogger("waitress")
+    log.setLevel(logging.ERROR)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class _AgentSink:
@@ -93,6 +96,7 @@ def serve(
     flow_limit: int,
     note: Callable[[str], None],
     on_ready: Callable[[], None],
+    stop: threading.Event | None = None,
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
     in use is one line and nothing was attached."""
@@ -101,14 +105,23 @@ def serve(
     registry.register(metrics)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory
     host, port = listen
-    server_class = _Server6 if ":" in host else _Server
+    _quiet_server_log()
     try:
-        server = make_server(
-            host, port, _app(metrics, registry), server_class=server_class, handler_class=_Quiet
+        server = create_server(
+            _app(metrics, registry),
+            host=host,
+            port=port,
+            threads=_WORKERS,
+            channel_timeout=_IDLE_S,
+            max_request_header_size=_MAX_HEADER_BYTES,
+            max_request_body_size=0,
+            connection_limit=_MAX_CONNECTIONS,
+            ident="droptrace",
+            clear_untrusted_proxy_headers=True,
         )
     except OSError as err:
         raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
     thread.start()
 
     def attach(tracer: DropTracer | None) -> None:
@@ -119,12 +132,11 @@ def serve(
             filters,
             pipeline,
             _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node})),
-            Limits(),
+            Limits(stop=stop),
             # Benign drops are counted and labelled; _AgentSink keeps them out of the log.
             Stream(flow_limit=flow_limit, show_benign=True),
             on_ready=on_ready,
             on_tracer=attach,
         )
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()

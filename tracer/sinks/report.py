@@ -7,25 +7,54 @@ import json
 import re
 from typing import Any
 
+_V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+# Anything that may be an address: IPv4, IPv6 (also IPv4-mapped, ::ffff:a.b.c.d). It may be
+# followed by ":PORT", "/LEN" or a full stop: what follows is no part of the address.
 _IP_CANDIDATE = re.compile(
-    r"(?<![\w:.])(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w:.])"
+    rf"(?<![\w.:])(?:(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}(?:{_V4}|[0-9A-Fa-f]{{0,4}})|{_V4})(?![\w]|\.\d)"
 )
 
 
+def _address(text: str) -> str | None:
+    """The address a candidate is, in its canonical text (an IPv4-mapped IPv6 address as
+    the IPv4 address it is), or None."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return str(mapped or addr)
+
+
 class Redactor:
-    """Replaces addresses and pod names with stable placeholders (same value, same name)."""
+    """Replaces addresses and pod names with stable placeholders (same value, same name).
+
+    Structural, not a pattern over finished text alone: every address found anywhere in the
+    document (fields, evidence, rule texts) is collected first, with the other spellings
+    the kernel and tools use for it (IPv4-mapped IPv6), and each is replaced wherever it
+    stands, also as ADDR:PORT, ADDR/LEN or at the end of a sentence."""
 
     def __init__(self) -> None:
-        self._ips: dict[str, str] = {}
+        self._ips: dict[str, str] = {}  # canonical address -> placeholder
+        self._spellings: dict[str, str] = {}  # any spelling -> placeholder
         self._names: dict[str, str] = {}
+        self._known: re.Pattern[str] | None = None
 
-    def _ip(self, m: re.Match[str]) -> str:
-        text = m.group(0)
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            return text
-        return self._ips.setdefault(text, f"ip-{len(self._ips) + 1}")
+    def learn(self, text: str) -> None:
+        """Collect every address in `text`."""
+        for m in _IP_CANDIDATE.finditer(text):
+            canonical = _address(m.group(0))
+            if canonical is None:
+                continue
+            placeholder = self._ips.setdefault(canonical, f"ip-{len(self._ips) + 1}")
+            addr = ipaddress.ip_address(canonical)
+            spellings = {m.group(0), canonical, addr.exploded}
+            if addr.version == 4:
+                mapped = ipaddress.IPv6Address(f"::ffff:{canonical}")
+                spellings |= {f"::ffff:{canonical}", str(mapped), mapped.exploded}
+            for spelling in spellings:
+                self._spellings.setdefault(spelling, placeholder)
+        self._known = None
 
     def name(self, value: str) -> str:
         return self._names.setdefault(value, f"pod-{len(self._names) + 1}")
@@ -33,7 +62,21 @@ class Redactor:
     def text(self, value: str) -> str:
         for real, placeholder in self._names.items():
             value = value.replace(real, placeholder)
-        return _IP_CANDIDATE.sub(self._ip, value)
+        if self._spellings:
+            if self._known is None:
+                alternatives = sorted(self._spellings, key=len, reverse=True)
+                self._known = re.compile(
+                    r"(?<![\w.:])(?:" + "|".join(map(re.escape, alternatives)) + r")(?![\w]|\.\d)"
+                )
+            value = self._known.sub(lambda m: self._spellings[m.group(0)], value)
+        return _IP_CANDIDATE.sub(self._unknown, value)
+
+    def _unknown(self, m: re.Match[str]) -> str:
+        """A spelling not learnt: redacted all the same if it is an address."""
+        canonical = _address(m.group(0))
+        if canonical is None:
+            return m.group(0)
+        return self._ips.setdefault(canonical, f"ip-{len(self._ips) + 1}")
 
     def doc(self, value: Any, key: str = "") -> Any:
         if isinstance(value, dict):
@@ -49,6 +92,7 @@ class Redactor:
 
 def redact(doc: dict[str, Any]) -> dict[str, Any]:
     r = Redactor()
+    r.learn(json.dumps(doc))
     # Pod and host names first, so they are also replaced where they appear in free text.
     for drop in doc.get("drops", []):
         for k in ("src_pod", "dst_pod", "svc"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -24,6 +26,7 @@ from tracer.errors import UnknownNetns
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 HOST_NETNS = Path("/proc/self/ns/net")  # the namespace droptrace runs in
 _CLONE_NEWNET = 0x40000000
+_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), linux/nsfs.h (4.11+)
 CLONE_NEWUTS = 0x04000000
 T = TypeVar("T")
 
@@ -43,24 +46,37 @@ def resolve(spec: str) -> NetnsRef:
     """A namespace given as an `ip netns` name, a path (/proc/PID/ns/net) or 'host'."""
     if spec == "host":
         return NetnsRef(inode_of(HOST_NETNS), "host", HOST_NETNS)
+    if not spec:
+        raise UnknownNetns("--netns needs a name or a path (see `ip netns list`)")
     candidates = [Path(spec)] if "/" in spec else [d / spec for d in NETNS_DIRS]
     for path in candidates:
         try:
             ino = inode_of(path)
         except OSError:
             continue
-        if os.path.realpath(path).startswith("/proc/") or _is_nsfs(path):
+        if _is_net_namespace(path):
             return NetnsRef(ino, path.name if "/" not in spec else spec, path)
+        if "/" in spec:
+            raise UnknownNetns(f"{spec} is not a network namespace")
     raise UnknownNetns(f"unknown network namespace {spec!r} (see `ip netns list`)")
 
 
-def _is_nsfs(path: Path) -> bool:
-    # A mounted netns file is an nsfs inode; an unmounted leftover in /run/netns is not.
+def _is_net_namespace(path: Path) -> bool:
+    """Whether `path` is a network namespace: a regular nsfs file (so opening it cannot
+    block, as a FIFO would) that the kernel says is of type CLONE_NEWNET. An unmounted
+    leftover in /run/netns, /proc/cpuinfo or /proc/self/ns/mnt is not."""
     try:
-        with open(path) as f:
-            return os.stat(f.fileno()).st_dev != os.stat(path.parent).st_dev
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return False
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE) == _CLONE_NEWNET
+    except OSError:  # ENOTTY: not an nsfs file
+        return False
+    finally:
+        os.close(fd)
 
 
 def run_in(path: Path, fn: Callable[[], T], nstype: int = _CLONE_NEWNET) -> T:

@@ -22,6 +22,37 @@ def require_root() -> None:
         )
 
 
+# What loading and attaching the programs needs (linux/capability.h): CAP_BPF and
+# CAP_PERFMON since 5.8, or CAP_SYS_ADMIN before and instead; CAP_NET_ADMIN for namespaces.
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 12, 21, 38, 39
+
+
+def missing_capabilities() -> list[str]:
+    """The capabilities droptrace needs and this process lacks (root may lack them too:
+    a container or `setpriv --bounding-set` takes them away)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        eff = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return []  # cannot tell: let the kernel say
+    has = {
+        cap: bool(eff >> cap & 1)
+        for cap in (_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF)
+    }
+    missing = []
+    if not has[_CAP_SYS_ADMIN] and not (has[_CAP_BPF] and has[_CAP_PERFMON]):
+        missing.append("CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)")
+    if not has[_CAP_NET_ADMIN]:
+        missing.append("CAP_NET_ADMIN")
+    return missing
+
+
+def require_capabilities() -> None:
+    missing = missing_capabilities()
+    if missing:
+        raise NotRoot(f"running as root but without {' and '.join(missing)}: BPF needs them")
+
+
 def require_btf() -> None:
     if not VMLINUX_BTF.exists():
         raise BtfMissing(
