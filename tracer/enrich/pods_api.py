@@ -3,10 +3,12 @@ pod and IP -> service maps current from watches, so a reused IP names its new ow
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 from tracer.enrich.podtypes import Pod, Service
@@ -54,11 +56,30 @@ def _service(obj: Any) -> Service | None:
     return Service(meta.namespace, meta.name, ips)
 
 
+_SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def _configured() -> bool:
+    """Whether any configuration lightkube would read (KubeConfig.from_env) is there."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
+    if Path("~/.kube/config").expanduser().exists():
+        return True
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and _SERVICE_ACCOUNT_TOKEN.exists()
+
+
 def api_client() -> tuple[Any, str]:
     """A lightkube Client configured as everywhere in droptrace ($KUBECONFIG, else
     ~/.kube/config, else the in-cluster service account), and the server it talks to.
     Nothing is asked yet; ApiUnavailable when there is no usable configuration."""
-    # Imported here: droptrace without lightkube still names pods from the node.
+    if not _configured():
+        raise ApiUnavailable(
+            "no kubeconfig or service account ($KUBECONFIG, ~/.kube/config and the"
+            " in-cluster token are all missing)"
+        )
+    # Imported here: droptrace without lightkube still names pods from the node, and a
+    # host without any configuration does not pay a tenth of a second for the import.
     from lightkube import Client, KubeConfig
     from lightkube.core.exceptions import ConfigError
 
@@ -82,11 +103,11 @@ class ApiPods:
     """A connected client with its caches; the watches run in daemon threads."""
 
     def __init__(self) -> None:
+        self._client, self.server = api_client()  # first: no configuration, no import
         from lightkube import ALL_NS
         from lightkube.resources.core_v1 import Pod as PodRes
         from lightkube.resources.core_v1 import Service as SvcRes
 
-        self._client, self.server = api_client()
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}  # uid -> pod
         self._pod_ips: dict[IPAddress, str] = {}  # ip -> uid
