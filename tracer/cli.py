@@ -23,7 +23,7 @@ from tracer.commands.lab import lab
 from tracer.commands.recorder import dump, record, status, stop
 from tracer.errors import UsageError
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
-from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
+from tracer.session import DEFAULT_CAUSE_RATE, DEFAULT_STREAM_RATE, Limits, Stream
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,8 +68,9 @@ from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
     default=DEFAULT_FLOW_LIMIT,
     show_default=True,
     metavar="N",
-    help="Show at most N drops per second of each flow (same place, reason and addresses); "
-    "the rest are counted and the next shown drop says how many. 0: show all.",
+    help="Show at most N drops per second of each flow (same place, reason and addresses), "
+    "and 200 of each cause however many its flows; the rest are counted (suppressed) and "
+    "the next shown drop of the flow says how many. 0: show all.",
 )
 @click.option(
     "--stream-rate",
@@ -119,7 +120,14 @@ def main(
             ready.pipeline(),
             sink(as_json),
             Limits(duration, count, stop),
-            Stream(ring_size, flow_limit, stream_rate, show_benign=show_all),
+            Stream(
+                ring_size,
+                flow_limit,
+                stream_rate,
+                show_benign=show_all,
+                # --flow-limit 0 asks for every drop: then no cause is sampled either.
+                cause_rate=DEFAULT_CAUSE_RATE if flow_limit else 0,
+            ),
             on_ready=lambda: ready.tell(tell),  # once tracing: bad input stays one line
         )
     if summary_json:

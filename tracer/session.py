@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tracer.errors import OutputClosed
-from tracer.events import decode
+from tracer.events import counter_key_bytes, decode
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
 from tracer.model import Drop
 from tracer.model.tracing import Filters, Summary
@@ -27,6 +27,11 @@ FINISH_GRACE_S = 1.0
 # costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
 # not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
 DEFAULT_STREAM_RATE = 2000
+# Drops of one cause (one in-kernel counter: place, reason, interface, namespace) explained
+# per second at most; the rest of a flood of it are counted with the suppressed. A storm of
+# many flows is one cause: explaining each new flow (route lookups, rule reads, namespace
+# threads) took the CPU the traffic needed. Every cause is explained at least once a second.
+DEFAULT_CAUSE_RATE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class Stream:
     flow_limit: int = DEFAULT_FLOW_LIMIT
     rate: int = DEFAULT_STREAM_RATE
     show_benign: bool = False
+    cause_rate: int = DEFAULT_CAUSE_RATE  # 0: explain every drop read
 
 
 class _Stop(Exception):
@@ -94,13 +100,15 @@ def _trace(
             on_ready()
 
         explainer = _Explainer(pipeline, sink, stream.show_benign, limits.count)
+        sample = _CauseSampler(stream.cause_rate)
         if on_tracer is not None:
             on_tracer(tracer)
 
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
                 raise _Stop
-            explainer.put(raw)
+            if sample.allows(raw):
+                explainer.put(raw)
 
         spent, period_end = False, 0.0
         budget = max(1, stream.rate * POLL_MS // 1000)
@@ -144,7 +152,7 @@ def _trace(
         matched=stats.matched,
         lost=stats.lost + done.behind + done.unexplained,
         uncounted=stats.uncounted,
-        suppressed=stats.suppressed,
+        suppressed=stats.suppressed + sample.held,
         interrupted=interrupted,
         by_netns=totals.by_netns,
         hidden=done.hidden,
@@ -155,6 +163,32 @@ def _trace(
     except BrokenPipeError:
         raise OutputClosed("the output was closed") from None
     return summary
+
+
+class _CauseSampler:
+    """At most `rate` events of one cause per second go on to be explained; the rest are
+    counted. Keyed by the raw event's counter-key bytes, so a held-back event is never
+    decoded."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._window = 0
+        self._seen: dict[bytes, int] = {}
+        self.held = 0
+
+    def allows(self, raw: bytes) -> bool:
+        if not self._rate:
+            return True
+        now = int(time.monotonic())
+        if now != self._window:
+            self._window, self._seen = now, {}
+        key = counter_key_bytes(raw)
+        n = self._seen.get(key, 0)
+        if n >= self._rate:
+            self.held += 1
+            return False
+        self._seen[key] = n + 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
