@@ -143,6 +143,7 @@ def _trace(
         with contextlib.suppress(_Stop):
             tracer.poll(0, on_sample, 1 << 30)
         done = explainer.finish(FINISH_GRACE_S)
+        reader_cpu = time.thread_time()
         totals = pipeline.totals(tracer.counters())
         stats = tracer.stats()
     summary = Summary(
@@ -157,6 +158,11 @@ def _trace(
         by_netns=totals.by_netns,
         hidden=done.hidden,
         unexplained=done.unexplained,
+        cpu_seconds={
+            "process": time.process_time(),
+            "reader": reader_cpu,  # this thread: start-up, the poll loop, the summary
+            "explainer": done.cpu_seconds,
+        },
     )
     try:
         sink.finish(summary)
@@ -197,6 +203,7 @@ class _Explained:
     hidden: int  # benign, not shown without --all
     behind: int  # not queued: the explainer was a full queue behind
     unexplained: int  # queued, but the session ended before their turn
+    cpu_seconds: float  # the explainer thread's
 
 
 class _Explainer:
@@ -226,6 +233,7 @@ class _Explainer:
         self._count_reached = False
         self.done = threading.Event()  # --count reached, or the explainer failed
         self.shown = self.hidden = self.behind = 0
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="explain", daemon=True)
         self._thread.start()
 
@@ -258,6 +266,8 @@ class _Explainer:
         except BaseException as err:
             self._error = err
             self.done.set()
+        finally:
+            self.cpu_seconds = time.thread_time()
 
     def _explain(self, drop: Drop) -> None:
         item = self._pipeline.explain(drop)
@@ -285,4 +295,4 @@ class _Explainer:
             raise self._error
         # After --count, the rest were not wanted, not missed.
         left = 0 if self._count_reached else self._queue.qsize()
-        return _Explained(self.shown, self.hidden, self.behind, left)
+        return _Explained(self.shown, self.hidden, self.behind, left, self.cpu_seconds)

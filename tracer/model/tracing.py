@@ -124,6 +124,7 @@ class Summary:
     by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
     hidden: int = 0  # explained as benign noise, not shown without --all
     unexplained: int = 0  # of `lost`: read, but the session ended before they were explained
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # droptrace's own, by thread
 
     def accounting(self) -> str:
         """Where every counted drop went, in words (the totals stay exact either way)."""
@@ -153,4 +154,5 @@ class Summary:
             "totals": self.totals,
             "by_netns": {str(k): v for k, v in self.by_netns.items()},
             "interrupted": self.interrupted,
+            "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
         }
