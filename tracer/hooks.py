@@ -79,9 +79,9 @@ def _words(raw: bytes) -> tuple[int, int]:
 
 
 def _nf_span() -> tuple[int, int] | None:
-    from tracer.system.kernel import KernelSymbols  # kallsyms: only read when it is needed
+    from tracer.system.kernel import function_spans  # kallsyms: only read when it is needed
 
-    return KernelSymbols().span("nf_hook_slow")
+    return function_spans(("nf_hook_slow",)).get("nf_hook_slow")
 
 
 class DropTracer:

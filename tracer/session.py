@@ -17,6 +17,7 @@ from tracer.model import Drop
 from tracer.model.tracing import Filters, Summary
 from tracer.pipeline import Pipeline
 from tracer.sinks import Sink
+from tracer.system.kernel import NOT_PACKETS, function_spans
 
 POLL_MS = 50
 # After a deadline, SIGTERM or Ctrl-C, drops already read are explained for at most this
@@ -69,10 +70,9 @@ def run(
 
     on_tracer gets the live tracer once attached (e.g. to read its counters from another
     thread) and None before it closes. The pipeline is closed at the end."""
-    symbols = pipeline.enricher.symbols
-    filters = replace(
-        filters, ignore=symbols.non_packet_spans(), nf_span=symbols.span("nf_hook_slow")
-    )
+    spans = function_spans(("nf_hook_slow", *NOT_PACKETS))
+    ignore = tuple(span for name in NOT_PACKETS if (span := spans.get(name)) is not None)
+    filters = replace(filters, ignore=ignore, nf_span=spans.get("nf_hook_slow"))
     try:
         return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer)
     finally:
@@ -91,7 +91,7 @@ def _trace(
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     interrupted = False
-    reasons = pipeline.enricher.reasons.available
+    reasons = pipeline.reasons.available
     with DropTracer(
         filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
     ) as tracer:

@@ -12,17 +12,20 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_network
+from typing import TYPE_CHECKING
 
 from tracer import libbpf, oneline
-from tracer.enrich import Enricher
-from tracer.enrich.pods import PodIdentity
 from tracer.errors import BadCidr, UnknownPod, UnknownReason, UsageError
 from tracer.model.net import Network
 from tracer.model.tracing import Filters
 from tracer.pipeline import Pipeline
-from tracer.system import ifaces, netns, preflight
+from tracer.system import netns, preflight
 from tracer.system.kernel import DropReasons
 from tracer.system.netns import NetnsRef
+
+if TYPE_CHECKING:  # enrichment and the pod sources load after the hooks attach
+    from tracer.enrich import Enricher
+    from tracer.enrich.pods import PodIdentity
 
 NO_REASONS_NOTE = "this kernel's kfree_skb has no drop reasons"
 
@@ -49,11 +52,28 @@ class Started:
     filters: Filters = field(default_factory=Filters)
     watched: list[NetnsRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    want_pods: bool = False  # connect the pod sources when the pipeline is first used
+    _pipeline: Pipeline | None = None
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(Enricher(self.reasons, self.pods))
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.reasons, self._enricher)
+        return self._pipeline
+
+    def _enricher(self) -> Enricher:
+        from tracer.enrich import Enricher
+        from tracer.enrich.pods import PodIdentity
+
+        if self.want_pods and self.pods is None:
+            self.pods = PodIdentity.connect()
+            self.notes.extend(self.pods.notes)
+        return Enricher(self.reasons, self.pods)
 
     def tell(self, to: Callable[[str], None], *more: str) -> None:
+        """Say the notes, after loading the pipeline (whose pod sources add theirs): called
+        once the hooks are attached, so that work does not delay them."""
+        if self._pipeline is not None:
+            self._pipeline.load()
         for line in (*self.notes, *more):
             to(line)
 
@@ -94,18 +114,19 @@ def start(
     if scope.namespace and not scope.pod:
         raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     reasons = checks(note)
-    identity = PodIdentity.connect() if pods or scope.pod else None
-    specs = scope.netns
-    notes = list(identity.notes) if identity else []
-    if scope.pod and identity is not None:
+    identity, specs, notes = None, scope.netns, []
+    if scope.pod:  # its addresses are kernel filters: the pod sources are needed now
+        from tracer.enrich.pods import PodIdentity
+
+        identity = PodIdentity.connect()
         specs, networks, where = _pod_scope(identity, scope, networks)
-        notes.insert(0, where)
+        notes = [where, *identity.notes]
     watched = [netns.resolve(s) for s in specs]
     filters = _filters(reasons, watched, networks, scope.iface, scope.reasons)
     preflight.ensure_mounts()  # quietly, as perf and bpftool do; a failure is an error
     if signals:
         oneline.sigterm_as_interrupt()
-    return Started(reasons, identity, filters, watched, notes)
+    return Started(reasons, identity, filters, watched, notes, want_pods=pods)
 
 
 def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:
@@ -172,6 +193,8 @@ def _filters(
 ) -> Filters:
     ifindex = 0
     if iface:
+        from tracer.system import ifaces
+
         where = refs[0] if refs else netns.resolve("host")
         ifindex = ifaces.index_of(iface, where)
         if not refs:

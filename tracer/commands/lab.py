@@ -6,7 +6,7 @@ import click
 
 from tracer import startup
 from tracer.commands.common import one_line_errors, sink, tell
-from tracer.lab.runner import LAB_PREFIX
+from tracer.lab import LAB_PREFIX
 
 
 def _progress(line: str) -> None:
@@ -45,8 +45,9 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
     s = runner.scenario(name)
     runner.check_prefix(prefix)
     ready = startup.start(pods=True, note=tell)
+    pipeline = ready.pipeline()
     ready.tell(tell)
-    runner.watch(s, prefix, ready.pipeline(), sink(as_json), progress=_progress)
+    runner.watch(s, prefix, pipeline, sink(as_json), progress=_progress)
 
 
 @lab.command("up")
