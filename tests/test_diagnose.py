@@ -225,3 +225,14 @@ def test_a_tcp_drop_to_a_local_listener_is_never_a_missing_route() -> None:
     )
     assert d.category is Category.OTHER
     assert "route" not in (d.fix or "")
+
+
+def test_the_evidence_cache_stays_bounded_however_many_flows_a_session_sees() -> None:
+    from tracer.diagnose.base import Read
+    from tracer.enrich.evidence import MAX_ENTRIES, EvidenceCache
+
+    cache = EvidenceCache()
+    for flow in range(3 * MAX_ENTRIES):
+        record = Forwarding("eth0", 1, 1, flow % 2)
+        assert cache._cached(Read(("flow", flow), lambda r=record: (r,))) == (record,)
+        assert len(cache._cache) <= MAX_ENTRIES
