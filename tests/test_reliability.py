@@ -386,8 +386,9 @@ def test_ctrl_c_while_starting_is_no_traceback() -> None:
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
-        assert "Traceback" not in err, (delay, err)
-        assert p.returncode in (0, 130), (delay, p.returncode, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (delay, err)
+        # -SIGINT: the signal came before the interpreter had set up its own handling.
+        assert p.returncode in (0, 130, -signal.SIGINT), (delay, p.returncode, err)
 
 
 def test_head_1_ends_droptrace_quietly_with_exit_0(netns: MakeNetns) -> None:

@@ -57,8 +57,8 @@ class Enricher:
             if found is not None:
                 rule, source = found
                 evidence.append(source)
-        src_pod = self.pods.by_ip(drop.src) if drop.src else None
-        dst_pod = self.pods.by_ip(drop.dst) if drop.dst else None
+        src_pod = self.pods.by_ip(drop.src, drop.ts_ns) if drop.src else None
+        dst_pod = self.pods.by_ip(drop.dst, drop.ts_ns) if drop.dst else None
         ends = PodInterfaces(
             src_pod.host_iface if src_pod else None, dst_pod.host_iface if dst_pod else None
         )

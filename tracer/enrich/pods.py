@@ -80,9 +80,11 @@ class PodIdentity:
             host_iface=local.host_iface,
         )
 
-    def by_ip(self, ip: IPAddress) -> Pod | None:
+    def by_ip(self, ip: IPAddress, at_ns: int | None = None) -> Pod | None:
+        """The pod with this address; with `at_ns` (a drop's CLOCK_MONOTONIC time), the one
+        that had it then, where the API says an address changed hands since."""
         if self.api is not None:
-            pod = self.api.by_ip(ip)
+            pod = self.api.by_ip(ip, at_ns)
             if pod is not None:
                 return self._placed(pod, self._local(pod.uid))
         if self.cri is not None:

@@ -17,6 +17,7 @@ from tracer.model import IPAddress
 # Pods that hold no IP any more; their addresses may already belong to another pod.
 _FINISHED = ("Succeeded", "Failed")
 _CONNECT_TIMEOUT_S = 3.0
+_PAST_NS = 60 * 10**9  # how long a pod that gave an address up is still its owner's name
 
 
 class ApiUnavailable(Exception):
@@ -111,6 +112,9 @@ class ApiPods:
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}  # uid -> pod
         self._pod_ips: dict[IPAddress, str] = {}  # ip -> uid
+        # ip -> (until, pod): recent owners that gave the address up (CLOCK_MONOTONIC ns, the
+        # drops' clock), so a drop explained after its pod went is still named after it.
+        self._past: dict[IPAddress, list[tuple[int, Pod]]] = {}
         self._svcs: dict[str, Service] = {}  # namespace/name -> service
         self._svc_ips: dict[IPAddress, str] = {}
         try:
@@ -153,16 +157,28 @@ class ApiPods:
         pod = _pod(obj)
         if pod is None:
             return
+        now = time.monotonic_ns()
         with self._lock:
             old = self._pods.pop(pod.uid, None)
-            for ip in old.ips if old else ():
+            kept = set(pod.ips) if kind != "DELETED" else set()
+            for ip in old.ips if old is not None else ():
                 if self._pod_ips.get(ip) == pod.uid:
                     del self._pod_ips[ip]
+                    if ip not in kept and old is not None:
+                        self._gave_up(ip, old, now)
             if kind == "DELETED":
                 return
             self._pods[pod.uid] = pod
             for ip in pod.ips:
+                previous = self._pods.get(self._pod_ips.get(ip, ""))
+                if previous is not None and previous.uid != pod.uid:
+                    self._gave_up(ip, previous, now)
                 self._pod_ips[ip] = pod.uid  # the newest owner of an address wins
+
+    def _gave_up(self, ip: IPAddress, pod: Pod, now: int) -> None:
+        """Remember who had `ip` until now (for _PAST_NS; called with the lock held)."""
+        past = [(u, p) for u, p in self._past.get(ip, []) if now - u < _PAST_NS]
+        self._past[ip] = [*past, (now, pod)]
 
     def _svc_event(self, kind: str, obj: Any) -> None:
         svc = _service(obj)
@@ -179,8 +195,13 @@ class ApiPods:
             for ip in svc.cluster_ips:
                 self._svc_ips[ip] = svc.ref
 
-    def by_ip(self, ip: IPAddress) -> Pod | None:
+    def by_ip(self, ip: IPAddress, at_ns: int | None = None) -> Pod | None:
+        """The pod with this address, at `at_ns` (CLOCK_MONOTONIC) if given, else now."""
         with self._lock:
+            if at_ns is not None:
+                held = [(u, p) for u, p in self._past.get(ip, []) if u > at_ns]
+                if held:
+                    return min(held, key=lambda up: up[0])[1]  # the first to give it up since
             uid = self._pod_ips.get(ip)
             return self._pods.get(uid) if uid else None
 
