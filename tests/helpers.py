@@ -218,15 +218,16 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
 def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str]:
     """droptrace's BPF programs still loaded that no process holds (pinned or leaked).
 
-    Programs a running process holds are not counted, so a test here is not failed by
-    another droptrace on the machine. The kernel frees a program shortly after its last fd
+    Programs a running process holds are not counted, nor those a recorder pinned outside
+    this run's DROPTRACE_PIN_DIR (another test run's, a user's), so a test here is not failed
+    by another droptrace on the machine. The kernel frees a program shortly after its last fd
     closes (deferred work), so this waits up to `settle` seconds for the count to drop to
     `at_most`.
     """
     deadline = time.monotonic() + settle
     while True:
         out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True)
-        held = _prog_ids_held_by_processes()
+        held = _prog_ids_held_by_processes() | _prog_ids_pinned_elsewhere()
         names = [
             f"{p.get('name')} (id {p.get('id')})"
             for p in json.loads(out.stdout or "[]")
@@ -235,6 +236,19 @@ def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str
         if len(names) <= at_most or time.monotonic() > deadline:
             return names
         time.sleep(0.1)
+
+
+def _prog_ids_pinned_elsewhere() -> set[int]:
+    """Programs of links pinned in bpffs outside this run's recorder directory."""
+    mine = os.environ.get("DROPTRACE_PIN_DIR", "/sys/fs/bpf/droptrace") + "/"
+    out = subprocess.run(
+        ["bpftool", "--bpffs", "link", "show", "--json"], capture_output=True, text=True
+    )
+    return {
+        int(link["prog_id"])
+        for link in json.loads(out.stdout or "[]")
+        if link.get("pinned") and not any(p.startswith(mine) for p in link["pinned"])
+    }
 
 
 def _prog_ids_held_by_processes() -> set[int]:
