@@ -90,6 +90,8 @@ def cell(run: Run, test: str) -> tuple[str, bool]:
         return f"known-wrong {category}{mark}", False
     if outcome.startswith("skipped"):
         return "skipped", False
+    if outcome.startswith("failed in "):  # setup or teardown (e.g. a program left loaded)
+        return f"FAILED {outcome.removeprefix('failed in ')}", True
     return f"FAILED {category}{mark}".rstrip(), True
 
 
@@ -171,14 +173,13 @@ def main(results: Path, budgets: tuple[str, str], timings: list[str]) -> int:
             cells.append(f"{text:<{col}}")
         print(f"{label[test]:<{width + 2}}" + "".join(cells))
     print("* the kernel gave no reason: droptrace's cause hooks or the drop location did")
-    known = {
-        short(t): r.get("message", "")
-        for run in runs.values()
-        for t, r in run.ended.items()
-        if r["outcome"] == "xfailed"
-    }
-    for test, why in known.items():
-        print(f"known-wrong {test}: {why}")
+    known: dict[str, list[str]] = {}  # why -> tests
+    for run in runs.values():
+        for t, r in run.ended.items():
+            if r["outcome"] == "xfailed" and short(t) not in known.get(r.get("message", ""), []):
+                known.setdefault(r.get("message", ""), []).append(short(t))
+    for why, names in known.items():
+        print(f"known-wrong {', '.join(names)}: {why}")
     print()
     problems: list[str] = []
     for k in kernels:

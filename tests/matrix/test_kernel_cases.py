@@ -227,9 +227,9 @@ def v6_topology(netns: MakeNetns) -> tuple[str, str, str]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="droptrace finds the rule by counters from iptables-nft-save/iptables-legacy-save"
-    " (IPv4) and the nft listing: an ip6tables rule is shown in its nft form without its"
-    " comment (ip6tables-nft), or not at all (ip6tables-legacy)",
+    reason="the rule is found by counters from iptables-nft-save and iptables-legacy-save"
+    " (IPv4 only, tracer/system/iptables.py) and the nft listing: an ip6tables rule is named"
+    " in its nft form without its comment (ip6tables-nft), or not at all (ip6tables-legacy)",
 )
 @pytest.mark.parametrize("ip6tables", ["ip6tables-nft", "ip6tables-legacy"])
 def test_ip6tables_drop_in_forward_is_netfilter_with_its_rule(
@@ -254,8 +254,8 @@ def test_ipv6_forwarded_packet_without_a_route_is_no_route(netns: MakeNetns) -> 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="droptrace reads the IPv4 forwarding sysctls for every routing drop: with IPv4"
-    " forwarding on, an IPv6 drop at ip6_forward stays 'other' (and with it off, the fix"
+    reason="only the IPv4 forwarding sysctls are read (tracer/diagnose/forwarding.py): with"
+    " IPv4 forwarding on, an IPv6 drop at ip6_forward stays 'other' (with it off, the fix"
     " given is net.ipv4.ip_forward=1)",
 )
 def test_ipv6_forwarding_off_is_forwarding_disabled(netns: MakeNetns) -> None:
