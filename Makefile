@@ -7,8 +7,14 @@ OBJDIR := tracer/_bpf
 CLANG ?= clang
 BPFTOOL ?= bpftool
 ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
-BPF_SRC := $(wildcard bpf/*.bpf.c)
-BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
+# The kernel half: one compiled unit per hook family, linked into the one object the loader
+# opens (libbpf's static linker, `bpftool gen object`): maps used by several units are
+# defined in bpf/maps.bpf.c, linked first (see there why), and declared extern in bpf/*.h.
+# Headers hold types and helpers, never programs.
+BPF_UNITS := bpf/maps.bpf.c bpf/drop.bpf.c tracer/causes/cause.bpf.c
+BPF_PARTS := $(patsubst %.bpf.c,$(BUILD)/bpf/%.bpf.o,$(notdir $(BPF_UNITS)))
+BPF_HEADERS := $(wildcard bpf/*.h)
+vpath %.bpf.c $(sort $(dir $(BPF_UNITS)))
 
 .PHONY: all install demo test test-kernels lint bpf bench image clean
 
@@ -43,15 +49,19 @@ lint: install
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 
-bpf: $(BPF_OBJ) $(OBJDIR)/events.h
+bpf: $(OBJDIR)/drop.bpf.o $(OBJDIR)/events.h
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
-	@mkdir -p $(OBJDIR)
+$(BUILD)/bpf/%.bpf.o: %.bpf.c $(BPF_HEADERS) $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror -c $< -o $@
+
+$(OBJDIR)/drop.bpf.o: $(BPF_PARTS)
+	@mkdir -p $(@D)
+	$(BPFTOOL) gen object $@.tmp $^ && mv $@.tmp $@
 
 $(OBJDIR)/events.h: bpf/events.h
 	@mkdir -p $(OBJDIR)

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from importlib import resources
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -196,8 +197,33 @@ class DropTracer:
         for name in maps:
             self._obj.map(name).pin(directory / name)
         self._link.pin(directory / "link")
-        for name, link in self._causes.links:  # else the recorder's parked drops never finish
-            link.pin(directory / f"link-{name}")
+        for c in causes.CAUSES:  # else the recorder's parked drops never finish
+            names = (c.fexit, c.kprobe, c.kretprobe)
+            pinned: list[Path] = []
+            try:
+                for name, link in self._causes.links:
+                    if name in names:
+                        link.pin(directory / f"link-{name}")
+                        pinned.append(directory / f"link-{name}")
+            except OSError as err:
+                # Before 5.15 a kprobe is a perf event, not a BPF link: it cannot be pinned
+                # (EINVAL). The recorder then goes without this cause, and says so.
+                for path in pinned:
+                    path.unlink()
+                why = err.strerror or str(err)
+                self._cause_off(c, f"not kept by the recorder (cannot be pinned here: {why})")
+
+    def _cause_off(self, cause: causes.Cause, why: str) -> None:
+        cfg = abi.struct("dt_config")()
+        self._obj.map("dt_config_map").lookup(ctypes.c_uint32(0), cfg)
+        cfg.cause_on[abi.const(cause.index)] = 0  # type: ignore[attr-defined]
+        self._obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
+        self.hooks.hooks = [
+            replace(h, state=HookState.REFUSED, why=why)
+            if h.cause and h.state is HookState.ACTIVE and h.hook.endswith(f"/{cause.function}")
+            else h
+            for h in self.hooks.hooks
+        ]
 
     def __enter__(self) -> Self:
         return self
