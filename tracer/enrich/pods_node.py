@@ -189,6 +189,11 @@ class PodCache:
         self._maybe_scan()
         return any(p.netns_inode == inode for p in self._pods.values())
 
+    def by_netns(self, inode: int) -> Pod | None:
+        """The pod whose network namespace this is, as of the last scan."""
+        self._maybe_scan()
+        return next((p for p in self._pods.values() if p.netns_inode == inode), None)
+
     def all(self) -> list[Pod]:
         self.scan()
         return list(self._pods.values())
