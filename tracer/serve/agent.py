@@ -20,6 +20,7 @@ from waitress.server import create_server
 
 from tracer.hooks import DropTracer
 from tracer.model import AttributedDrop
+from tracer.model.counters import CounterEvent
 from tracer.model.tracing import Filters, HookReport, Summary
 from tracer.pipeline import Pipeline
 from tracer.serve import ListenError
@@ -60,6 +61,9 @@ class _AgentSink:
         self._metrics.drop(item)
         if not item.diagnosis.benign:
             self._lines.drop(item)
+
+    def counter(self, event: CounterEvent) -> None:
+        self._lines.counter(event)
 
     def flush(self) -> None:
         self._lines.flush()
