@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Droptrace, MakeNetns, link, sh
+from tests.helpers import Droptrace, MakeNetns, link, run_cli, sh
 from tests.test_serve import _free_port, _query, prometheus  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.root
@@ -185,6 +185,41 @@ def test_a_veth_whose_peer_is_down_names_the_device_and_its_drops(
     assert dev["iface"] == "dt-va" and dev["netns"] == a
     assert dev["delta"] >= 25 and dev["traced"] == dev["delta"], dev
     assert f"dt-va tx_dropped +{dev['delta']} \u2194 {dev['delta']} traced" in res.stderr
+
+
+@pytest.fixture
+def recorder_stopped() -> Iterator[None]:
+    yield
+    run_cli("stop")
+
+
+def test_dump_reconciles_the_counters_since_recording_started(
+    netns: MakeNetns, recorder_stopped: None
+) -> None:
+    ns = lab_ns(netns, "dumpk")
+    with process(ns, never_reads(5353)) as receiver, process(ns, never_accepts(7000)) as server:
+        assert run_cli("record", "--netns", ns).rc == 0
+        before = kernel_counter(ns, "Udp", "RcvbufErrors")
+        send_burst(ns, 5353, 150)
+        connect_many(ns, 7000, n=10)
+        dropped = kernel_counter(ns, "Udp", "RcvbufErrors") - before
+        res = run_cli("dump", "--json")
+        assert res.rc == 0, res.stderr
+        doc = json.loads(res.stdout)
+        text = run_cli("dump").stdout
+        redacted = run_cli("dump", "--redact").stdout
+    counted = {c["counter"]: c for c in doc["kernel_counters"]}
+    rcvbuf = counted["UdpRcvbufErrors"]
+    assert rcvbuf["delta"] == dropped == doc["totals"]["per_reason"]["SOCKET_RCVBUFF"]
+    assert rcvbuf["traced"] == dropped and rcvbuf["untraced"] == 0
+    [told] = [e for e in doc["not_traced"] if e["counter"] == "TcpExtListenOverflows"]
+    assert told["evidence"]["listeners"][0]["pid"] == server.pid
+    drop = next(d for d in doc["drops"] if d["reason"] == "SOCKET_RCVBUFF")
+    assert drop["evidence"]["socket"]["pid"] == receiver.pid
+    assert "## Kernel drop counters since recording started" in text
+    assert f"| UdpRcvbufErrors | {ns} | - | {dropped} | {dropped} | SOCKET_RCVBUFF | 0 |" in text
+    assert "### Not seen by the tracepoint" in text and f"{ADDR}:7000" in text
+    assert ADDR not in redacted
 
 
 def _wait_for(check: Callable[[], Any], timeout: float = 60) -> Any:

@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tracer.counters import explain
-from tracer.counters.catalog import BY_NAME, MIB_NAMES
+from tracer.counters.catalog import MIB_NAMES
 from tracer.counters.reconcile import Deltas, Traced, reconcile
 from tracer.model.counters import CounterEvent, CounterMove, CounterRef, Reading
 from tracer.model.tracing import CounterKey
 from tracer.system import counters
 from tracer.system.netns import NetnsRef
 from tracer.system.sockets import PodOf
+
+MOST_EXPLAINED = 20  # untraced counters explained at the end (each reads its evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +59,11 @@ class CounterSource:
         self._last = reading
         return reading
 
-    def begin(self) -> None:
-        """The first reading: every increase is counted from here."""
+    def begin(self, first: Reading | None = None) -> None:
+        """The first reading (now, or one taken earlier: the recorder's baseline); every
+        increase is counted from it."""
         with self._lock:
-            self._deltas = Deltas(self._read())
+            self._deltas = Deltas(first if first is not None else self._read())
 
     def update(self) -> dict[CounterRef, int]:
         """Read again; each counter's increase since begin()."""
@@ -96,6 +99,19 @@ class CounterSource:
     def netns_ref(self, inode: int) -> NetnsRef | None:
         return self._refs.get(inode)
 
+    def untraced(
+        self, moves: list[CounterMove], told: dict[CounterRef, int] | None = None
+    ) -> list[CounterEvent]:
+        """The counters that moved beyond the traced drops, most first, explained; `new` is
+        what was not `told` already."""
+        told = told or {}
+        worst = sorted((m for m in moves if m.primary and m.untraced), key=lambda m: -m.untraced)
+        out = []
+        for m in worst[:MOST_EXPLAINED]:
+            ref = CounterRef(m.netns_inode, m.counter, m.ifindex)
+            out.append(self.event(m, m.untraced - min(m.untraced, told.get(ref, 0))))
+        return out
+
     def event(self, move: CounterMove, new: int) -> CounterEvent:
         """A counter beyond the traced drops, explained (reads its evidence: sockets, device)."""
         ref = self._refs.get(move.netns_inode)
@@ -105,8 +121,3 @@ class CounterSource:
             qdisc = dev.qdisc if dev else None
         evidence = explain.gather(move, ref, qdisc, self._pod_of)
         return explain.event(move, new, evidence)
-
-
-def known(name: str) -> bool:
-    """Whether droptrace reads a counter of this name."""
-    return name in BY_NAME

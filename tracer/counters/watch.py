@@ -18,7 +18,6 @@ from tracer.model.tracing import CounterKey
 # hundreds of pod namespaces reads less often rather than more expensively).
 MIN_PERIOD_S = 2.0
 _COST_SHARE = 20
-_MOST_EXPLAINED = 20  # untraced counters explained in the summary (each reads its evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +97,5 @@ class CounterWatch:
         if self._error:
             return Reconciled((), (), self._error)
         moves = self.source.moves(traced)
-        untraced = []
-        worst = sorted((m for m in moves if m.primary and m.untraced), key=lambda m: -m.untraced)
-        for m in worst[:_MOST_EXPLAINED]:
-            if m.primary and m.untraced:
-                ref = CounterRef(m.netns_inode, m.counter, m.ifindex)
-                new = m.untraced - min(m.untraced, self._told.get(ref, 0))
-                untraced.append(self.source.event(m, new))
+        untraced = self.source.untraced(moves, self._told)
         return Reconciled(tuple(moves), tuple(untraced), self.source.scope.note)
