@@ -59,10 +59,9 @@ def serve(
     ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), pods=True, note=tell)
     where = f"{address[0]}:{address[1]}"
     pipeline = ready.pipeline()
-    pods = ready.pods
 
     def pod_of_netns(inode: int) -> tuple[str, str]:
-        pod = pods.by_netns(inode) if pods is not None else None
+        pod = pipeline.enricher.pods.by_netns(inode)  # the enricher's pod sources, when built
         return (pod.namespace, pod.name) if pod else ("", "")
 
     with ready.watch(netns_gone) as stop:
