@@ -9,9 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from tracer.counters.source import CounterSource
-from tracer.counters.watch import CounterWatch
 from tracer.errors import OutputClosed
 from tracer.events import counter_key_bytes, decode
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
@@ -21,6 +20,10 @@ from tracer.model.tracing import Filters, Summary
 from tracer.pipeline import Pipeline
 from tracer.sinks import Sink
 from tracer.system.kernel import NOT_PACKETS, function_spans
+
+if TYPE_CHECKING:  # the counters load with the session that reads them
+    from tracer.counters.source import CounterSource
+    from tracer.counters.watch import CounterWatch
 
 POLL_MS = 50
 # After a deadline, SIGTERM or Ctrl-C, drops already read are explained for at most this
@@ -80,7 +83,11 @@ def run(
     ignore = tuple(span for name in NOT_PACKETS if (span := spans.get(name)) is not None)
     filters = replace(filters, ignore=ignore, nf_span=spans.get("nf_hook_slow"))
     try:
-        watch = CounterWatch(counters) if counters is not None else None
+        watch = None
+        if counters is not None:
+            from tracer.counters.watch import CounterWatch
+
+            watch = CounterWatch(counters)
         return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer, watch)
     finally:
         pipeline.close()

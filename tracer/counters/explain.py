@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from tracer.diagnose import CAUSES, category_of, listen_queue, socket_buffer
 from tracer.model.counters import CounterEvent, CounterMove, DeviceInfo, Settings
 from tracer.model.evidence import Evidence
-from tracer.model.sockets import ListenQueue, SocketsDropping
+from tracer.model.sockets import ListenQueue, PodOf, SocketsDropping
 from tracer.system import counters, netns, sockets, sysctl
 from tracer.system.netns import NetnsRef
-from tracer.system.sockets import PodOf
 
 LISTEN = {"TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPReqQFullDrop"}
 RCVBUF = {

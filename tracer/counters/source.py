@@ -11,14 +11,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tracer.counters import explain
 from tracer.counters.catalog import MIB_NAMES
 from tracer.counters.reconcile import Deltas, Traced, reconcile
 from tracer.model.counters import CounterEvent, CounterMove, CounterRef, Reading
+from tracer.model.sockets import PodOf
 from tracer.model.tracing import CounterKey
 from tracer.system import counters
 from tracer.system.netns import NetnsRef
-from tracer.system.sockets import PodOf
 
 MOST_EXPLAINED = 20  # untraced counters explained at the end (each reads its evidence)
 
@@ -119,5 +118,7 @@ class CounterSource:
         if move.ifindex and self._last is not None:
             dev = self._last.device(move.netns_inode, move.ifindex)
             qdisc = dev.qdisc if dev else None
+        from tracer.counters import explain  # sockets, devices, the causes' words: when needed
+
         evidence = explain.gather(move, ref, qdisc, self._pod_of)
         return explain.event(move, new, evidence)

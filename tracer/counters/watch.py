@@ -39,7 +39,8 @@ class CounterWatch:
         self.read_seconds = 0.0  # how long the last read took
 
     def begin(self) -> None:
-        """The baseline: after the hooks are attached, before the user is told they are."""
+        """The baseline: after the hooks are attached, before the user is told they are (and
+        starts traffic), so every drop the kernel counts from here is also one traced."""
         self._timed(self.source.begin)
 
     def _timed(self, read: Callable[[], object]) -> None:
@@ -54,7 +55,8 @@ class CounterWatch:
         """Read every period; emit an event for each counter that moved beyond the traced
         drops since it was last told."""
 
-        if not self.source.scope.live:
+        live = self.source.scope.live
+        if not live:
             return  # the start and the end are all the summary needs
 
         def loop() -> None:

@@ -3,9 +3,12 @@ and the process that owns it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tracer.model.evidence import Evidence, Json
+
+PodOf = Callable[[int], str | None]  # pid -> namespace/name of its pod
 
 
 @dataclass(frozen=True, slots=True)

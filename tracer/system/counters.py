@@ -2,7 +2,8 @@
 
 SNMP MIBs from /proc/net/{snmp,netstat,snmp6}, conntrack's per-CPU statistics from
 /proc/net/stat/nf_conntrack, and each interface's IFLA_STATS64 and its qdiscs' drops over
-rtnetlink (pyroute2). softnet_stat is per CPU, not per namespace: read once, host-wide.
+rtnetlink (tracer.system.devstats). softnet_stat is per CPU, not per namespace: read once,
+host-wide. What a device is (its driver, ring) is read with pyroute2 when it is needed.
 
 /proc/net is /proc/self/net, which follows the *process's* namespace; the thread that
 setns()ed (tracer.system.netns.run_in) reads its own through /proc/thread-self/net.
@@ -16,20 +17,14 @@ from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
-from pyroute2 import Ethtool, IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tracer.model.counters import Device, DeviceInfo, NetnsCounters, Reading
-from tracer.system import netns
+from tracer.system import devstats, netns
 from tracer.system.netns import NetnsRef
 
 _NET = Path("/proc/thread-self/net")
 SOFTNET = Path("/proc/net/softnet_stat")
-DEVICE_STATS = ("rx_dropped", "tx_dropped", "rx_missed_errors", "rx_fifo_errors", "rx_over_errors")
 # /proc/net/stat/nf_conntrack columns that count packets conntrack dropped
 CONNTRACK_DROPS = ("drop", "insert_failed")  # early_drop evicts a connection, drops no packet
-_TC_H_ROOT = 0xFFFFFFFF
-_STATS_LINK_64 = 1  # IFLA_STATS_FILTER_BIT(IFLA_STATS_LINK_64)
 
 
 def parse_snmp(text: str, wanted: Collection[str]) -> dict[str, int]:
@@ -92,31 +87,15 @@ def _text(path: Path) -> str:
 
 
 def _devices() -> tuple[Device, ...]:
-    """Each interface's IFLA_STATS64 (RTM_GETSTATS: the counters alone, a quarter of the cost
-    of a link dump, which also carries names and settings) and its qdiscs' drops."""
-    with IPRoute() as ipr:
-        qdiscs: dict[int, tuple[str | None, int]] = {}
-        for q in ipr.get_qdiscs():
-            index = int(q["index"])
-            kind, drops = qdiscs.get(index, (None, 0))
-            stats = q.get_attr("TCA_STATS") or {}
-            if q["parent"] == _TC_H_ROOT:
-                kind = q.get_attr("TCA_KIND")
-            qdiscs[index] = (kind, drops + int(stats.get("drop", 0)))
-        out = []
-        for msg in ipr.stats("dump", filter_mask=_STATS_LINK_64):
-            stats = msg.get_attr("IFLA_STATS_LINK_64") or {}
-            index = int(msg["ifindex"])
-            qdisc, qdrops = qdiscs.get(index, (None, 0))
-            counts = {k: int(stats.get(k, 0)) for k in DEVICE_STATS}
-            counts["qdisc_drops"] = qdrops
-            out.append(Device(index, counts, qdisc))
-        return tuple(out)
+    return tuple(Device(i, counts, qdisc) for i, (counts, qdisc) in devstats.read().items())
 
 
 def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | None:
     """The device's name and driver (its link kind, else the NIC driver sysfs names: only
     for the host's own devices) and its receive ring (ethtool -g, NICs only)."""
+
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     def read() -> DeviceInfo | None:
         with IPRoute() as ipr:
@@ -144,6 +123,8 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
 
 def _ring(name: str) -> tuple[int | None, int | None]:
     """A NIC's receive ring size and its maximum (ethtool netlink); none for others."""
+    from pyroute2 import Ethtool
+
     try:
         with Ethtool() as ethtool:
             rings = ethtool.get_rings(name)
@@ -173,7 +154,7 @@ def read(refs: Collection[NetnsRef], wanted: Collection[str], host_wide: bool) -
     for ref in refs:
         try:
             namespaces[ref.inode] = read_namespace(ref, wanted)
-        except (OSError, NetlinkError):  # the namespace went away meanwhile
+        except OSError:  # the namespace went away meanwhile
             continue
     softnet = parse_softnet(_text(SOFTNET)) if host_wide else {}
     return Reading(at, namespaces, softnet)

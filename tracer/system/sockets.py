@@ -14,7 +14,7 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
@@ -23,7 +23,7 @@ from pyroute2 import DiagSocket
 from pyroute2.netlink.exceptions import NetlinkError
 
 from tracer.model.net import IPAddress
-from tracer.model.sockets import Owner, Socket
+from tracer.model.sockets import Owner, PodOf, Socket
 from tracer.system import netns, sysctl
 
 _TCP_STATES = {
@@ -44,7 +44,6 @@ ALL_STATES = (1 << 12) - 1
 _SKMEMINFO = 1 << (7 - 1)  # request INET_DIAG_SKMEMINFO (attribute 7)
 # struct sk_meminfo (linux/sock_diag.h): u32 values in this order.
 _RMEM_ALLOC, _RCVBUF, _DROPS = 0, 1, 8
-PodOf = Callable[[int], str | None]  # pid -> namespace/name of its pod
 
 
 @dataclass(frozen=True, slots=True)
