@@ -187,9 +187,10 @@ def _trace(
             "explainer": done.cpu_seconds,
         },
     )
-    if reconciled is not None:
+    if reconciled is not None and watch is not None:
         summary = replace(
             summary,
+            cpu_seconds=summary.cpu_seconds | {"counters": watch.cpu_seconds},
             counters=reconciled.moves,
             untraced=reconciled.untraced,
             counters_note=reconciled.note,

@@ -37,6 +37,7 @@ class CounterWatch:
         self._thread: threading.Thread | None = None
         self._error = ""
         self.read_seconds = 0.0  # how long the last read took
+        self.cpu_seconds = 0.0  # the counters' thread's, once it ended
 
     def begin(self) -> None:
         """The baseline: after the hooks are attached, before the user is told they are (and
@@ -60,6 +61,12 @@ class CounterWatch:
             return  # the start and the end are all the summary needs
 
         def loop() -> None:
+            try:
+                watch()
+            finally:
+                self.cpu_seconds = time.thread_time()
+
+        def watch() -> None:
             while not self._stop.wait(self._period):
                 try:
                     self._timed(self.source.update)
