@@ -193,3 +193,38 @@ def test_a_counter_event_line_has_a_type_and_a_time() -> None:
     e = explain.event(listen_move(), 1, ())
     assert e.time.tzinfo is UTC and e.time <= datetime.now(UTC)
     assert e.json()["time"].endswith("Z")
+
+
+def test_the_socket_a_datagram_went_to_is_found_as_the_kernel_picks_it() -> None:
+    from ipaddress import ip_address
+
+    from tracer.system.sockets import accepts, receiving
+
+    def udp(local: str, remote: str | None = None) -> Socket:
+        return Socket("udp", local, remote, "unconnected", 1, 0, 0)
+
+    dst, src = ip_address("198.51.100.2"), ip_address("198.51.100.7")
+    wild, bound = udp("0.0.0.0:53"), udp("198.51.100.2:53")
+    connected = udp("198.51.100.2:53", "198.51.100.7:4000")
+    v6wild = udp("[::]:53")
+    assert receiving([wild, bound], dst, 53, src, 4000) is bound
+    assert receiving([wild, bound, connected], dst, 53, src, 4000) is connected
+    assert receiving([wild, connected], dst, 53, src, 4001) is wild  # another peer
+    assert receiving([v6wild], dst, 53, src, 4000) is v6wild  # dual-stack
+    assert receiving([udp("203.0.113.1:53")], dst, 53, src, 4000) is None
+    assert accepts(udp("[::ffff:198.51.100.2]:53"), dst, 53)
+
+
+def test_the_live_view_shows_a_counter_beyond_the_traced_drops_as_one_line() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tracer.sinks.live import LiveView
+
+    out = StringIO()
+    view = LiveView(Console(file=out, width=300, color_system=None))
+    view.counter(explain.event(listen_move(), 430, ()))
+    text = out.getvalue()
+    assert text.startswith("kernel counted, not traced: TcpExtListenOverflows +433 in netns dt-x")
+    assert "fix: the application does not accept()" in text

@@ -187,6 +187,63 @@ def test_a_veth_whose_peer_is_down_names_the_device_and_its_drops(
     assert f"dt-va tx_dropped +{dev['delta']} \u2194 {dev['delta']} traced" in res.stderr
 
 
+def test_a_qdisc_with_no_room_is_named_with_its_device(netns: MakeNetns, tmp_path: Path) -> None:
+    a, b = netns("tbfa"), netns("tbfb")
+    link(a, b, "dt-qa", "dt-qb", "198.51.100.1/24", "198.51.100.2/24")
+    sh("tc", "qdisc", "add", "dev", "dt-qa", "root", "tbf", "rate", "1mbit", "burst", "2k",
+       "limit", "3000", ns=a)  # fmt: skip
+    flood = (
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(300):\n"
+        "    try: s.sendto(b'x'*1000, ('198.51.100.2', 9))\n"
+        "    except OSError: pass  # ENOBUFS: the qdisc dropped it\n"
+    )
+    summary = tmp_path / "summary.json"
+    args = ("--json", "--netns", a, "--duration", "3", "--summary-json", str(summary))
+    with Droptrace(*args) as dt:
+        sh(sys.executable, "-c", flood, ns=a)
+        res = dt.wait()
+    assert res.rc == 0, res.stderr
+    shown = sh("tc", "-s", "qdisc", "show", "dev", "dt-qa", ns=a).stdout
+    doc = json.loads(summary.read_text())
+    [qdisc] = [c for c in doc["kernel_counters"] if c["counter"] == "qdisc_drops"]
+    assert qdisc["iface"] == "dt-qa" and f"dropped {qdisc['delta']}," in shown, shown
+    assert qdisc["traced"] == qdisc["delta"] == doc["totals"]["QDISC_DROP"] > 0
+
+
+def test_a_device_counter_is_explained_with_the_device_its_driver_and_qdisc(
+    netns: MakeNetns,
+) -> None:
+    from tracer.counters import explain
+    from tracer.counters.catalog import BY_NAME
+    from tracer.model.counters import CounterMove, DeviceInfo
+    from tracer.system import netns as system_netns
+
+    a, b = netns("infa"), netns("infb")
+    link(a, b, "dt-ia", "dt-ib", "198.51.100.1/24", "198.51.100.2/24")
+    ref = system_netns.resolve(a)
+    ifindex = int(sh("cat", "/sys/class/net/dt-ia/ifindex", ns=a).stdout)
+    spec = BY_NAME["rx_dropped"]
+    move = CounterMove("rx_dropped", a, ref.inode, "dt-ia", 9, 0, spec.reasons, spec.what,
+                       ifindex=ifindex)  # fmt: skip
+    [info] = explain.gather(move, ref, "noqueue", lambda _: None)
+    assert info == DeviceInfo("dt-ia", "veth", "noqueue")
+    e = explain.event(move, 9, (info,))
+    assert "on dt-ia (veth)" in e.explanation
+    assert e.fix is not None and "its peer" in e.fix
+
+
+def test_doctor_names_the_receiver_that_dropped_and_its_process(netns: MakeNetns) -> None:
+    ns = lab_ns(netns, "docsock")
+    with process(ns, never_reads(5353)) as receiver:
+        send_burst(ns, 5353, 100)
+        res = run_cli("doctor", "--netns", ns)
+    assert res.rc == 1, res.stdout
+    line = next(x for x in res.stdout.splitlines() if f"{ADDR}:5353" in x)
+    assert line.startswith("warn") and f"pid {receiver.pid} (" in line
+    assert "SO_RCVBUF" in res.stdout
+
+
 @pytest.fixture
 def recorder_stopped() -> Iterator[None]:
     yield
