@@ -171,8 +171,8 @@ def test_a_listen_overflow_counter_names_the_socket_its_process_and_backlog() ->
 
 def test_a_nic_that_ran_out_of_ring_is_told_to_grow_it() -> None:
     [m] = reconcile({CounterRef(NS, "rx_missed_errors", 2): 9}, {}, names, ifaces)
-    e = explain.event(m, 9, (DeviceInfo("eth0", "virtio_net", "mq", 256, 1024),))
-    assert "on eth0 (virtio_net) (rx ring 256 of at most 1024)" in e.explanation
+    e = explain.event(m, 9, (DeviceInfo("eth0", "virtio_net", "mq", 256, 1024, 4, 4),))
+    assert "on eth0 (virtio_net) (rx ring 256 of at most 1024), 4 receive queues" in e.explanation
     assert e.fix is not None and e.fix.startswith("grow the receive ring (ethtool -G eth0 rx 1024)")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Droptrace, MakeNetns, link, run_cli, sh
+from tests.helpers import Droptrace, LabUp, MakeNetns, k8s_ns, link, run_cli, sh
 from tests.test_serve import _free_port, _query, prometheus  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.root
@@ -79,10 +79,10 @@ def connect_many(ns: str, port: int, n: int = 30) -> None:
     sh(sys.executable, "-c", code, ns=ns)
 
 
-def send_burst(ns: str, port: int, n: int) -> None:
+def send_burst(ns: str, port: int, n: int, dst: str = ADDR) -> None:
     code = (
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        f"[s.sendto(b'x'*200, ({ADDR!r},{port})) for _ in range({n})]\n"
+        f"[s.sendto(b'x'*200, ({dst!r},{port})) for _ in range({n})]\n"
     )
     sh(sys.executable, "-c", code, ns=ns)
 
@@ -161,6 +161,33 @@ def test_a_receiver_that_never_reads_counts_exactly_its_traced_buffer_drops(
     assert "reads too slowly" in drops[0]["fix"]
 
 
+def test_a_pods_receiver_that_never_reads_is_named_with_its_pod(lab_up: LabUp) -> None:
+    from tracer.lab import labpods
+
+    prefix = lab_up("no-route")
+    ns, pod_ip = prefix + "pod-a", "198.18.1.2"
+    marker = next(
+        (d / labpods.MARKER).read_text()
+        for d in labpods.pod_dirs(prefix)
+        if f"netns={ns}\n" in (d / labpods.MARKER).read_text()
+    )
+    cgroup = Path(dict(x.split("=", 1) for x in marker.splitlines())["cgroup"])
+    receiver = never_reads(5353).replace(repr(ADDR), repr(pod_ip))
+    with process(ns, receiver) as app:
+        (cgroup / "cgroup.procs").write_text(
+            str(app.pid)
+        )  # a process of the pod, as kubelet runs it
+        with Droptrace("--json", "--netns", ns, "--duration", "4") as dt:
+            send_burst(ns, 5353, 100, dst=pod_ip)
+            res = dt.wait()
+    assert res.rc == 0, res.stderr
+    drops = [e for e in res.events if e.get("reason") == "SOCKET_RCVBUFF"]
+    assert drops, res.stdout
+    sock = drops[0]["evidence"]["socket"]
+    assert (sock["pid"], sock["pod"]) == (app.pid, f"{k8s_ns(prefix)}/pod-a")
+    assert f"pod {k8s_ns(prefix)}/pod-a" in drops[0]["explanation"]
+
+
 def test_a_veth_whose_peer_is_down_names_the_device_and_its_drops(
     netns: MakeNetns, tmp_path: Path
 ) -> None:
@@ -227,7 +254,9 @@ def test_a_device_counter_is_explained_with_the_device_its_driver_and_qdisc(
     move = CounterMove("rx_dropped", a, ref.inode, "dt-ia", 9, 0, spec.reasons, spec.what,
                        ifindex=ifindex)  # fmt: skip
     [info] = explain.gather(move, ref, "noqueue", lambda _: None)
-    assert info == DeviceInfo("dt-ia", "veth", "noqueue")
+    assert isinstance(info, DeviceInfo)
+    assert (info.name, info.driver, info.qdisc, info.rx_ring) == ("dt-ia", "veth", "noqueue", None)
+    assert info.rx_queues and info.tx_queues
     e = explain.event(move, 9, (info,))
     assert "on dt-ia (veth)" in e.explanation
     assert e.fix is not None and "its peer" in e.fix

@@ -108,6 +108,8 @@ def _device(move: CounterMove, d: DeviceInfo) -> tuple[str, str | None]:
     what = f"{move.what}, on {d.name}{driver}"
     if move.counter in NIC_RING:
         ring = f" (rx ring {d.rx_ring} of at most {d.rx_ring_max})" if d.rx_ring else ""
+        if d.rx_queues:
+            ring += f", {d.rx_queues} receive queue{'s' if d.rx_queues > 1 else ''}"
         return what + ring, (
             f"grow the receive ring (ethtool -G {d.name} rx {d.rx_ring_max or 'MAX'}), spread"
             " the load over queues and CPUs (RSS, RPS), raise net.core.netdev_max_backlog"

@@ -163,6 +163,8 @@ class DeviceInfo(Evidence):
     qdisc: str | None
     rx_ring: int | None = None  # ethtool -g: the ring's size and the most it can be
     rx_ring_max: int | None = None
+    rx_queues: int | None = None  # the device's receive and transmit queues
+    tx_queues: int | None = None
 
     def json(self) -> dict[str, Json]:
         return {
@@ -172,6 +174,8 @@ class DeviceInfo(Evidence):
                 "qdisc": self.qdisc,
                 "rx_ring": self.rx_ring,
                 "rx_ring_max": self.rx_ring_max,
+                "rx_queues": self.rx_queues,
+                "tx_queues": self.tx_queues,
             }
         }
 

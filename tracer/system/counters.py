@@ -102,13 +102,13 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
             links = ipr.get_links(ifindex)
         if not links:
             return None
-        name = str(links[0].get_attr("IFLA_IFNAME"))
-        info = links[0].get_attr("IFLA_LINKINFO")
+        link = links[0]
+        name = str(link.get_attr("IFLA_IFNAME"))
+        info = link.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info else None
-        if kind is not None:
-            return DeviceInfo(name, kind, qdisc)
-        ring, ring_max = _ring(name)
-        return DeviceInfo(name, None, qdisc, ring, ring_max)
+        queues = link.get_attr("IFLA_NUM_RX_QUEUES"), link.get_attr("IFLA_NUM_TX_QUEUES")
+        ring, ring_max = _ring(name) if kind is None else (None, None)
+        return DeviceInfo(name, kind, qdisc, ring, ring_max, *queues)
 
     try:
         found = netns.run_in(ref.path, read)
