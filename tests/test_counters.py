@@ -85,6 +85,11 @@ def test_deltas_count_from_the_first_reading_and_across_a_reset() -> None:
     assert d.update(later)[CounterRef(7, "UdpNoPorts")] == 4
     # A namespace that is gone keeps its totals.
     assert d.totals[CounterRef(NS, "UdpRcvbufErrors")] == 70
+    # One missing from a reading (a read that failed) is no news when it is back.
+    assert (
+        d.update(reading(4, UdpRcvbufErrors=175, rx_dropped=2))[CounterRef(NS, "UdpRcvbufErrors")]
+        == 75
+    )
 
 
 def names(inode: int) -> str:

@@ -68,6 +68,8 @@ def event(move: CounterMove, new: int, evidence: tuple[Evidence, ...]) -> Counte
         counted += " (drops the tracepoint does not see)"
     detail, fix = _words(move, evidence)
     category = str(category_of(move.reasons[0])) if move.reasons else None
+    if move.counter.startswith("conntrack_"):
+        category = "conntrack"  # traced as NETFILTER_DROP, but conntrack's own doing
     return CounterEvent(
         datetime.now(UTC), move, new, category, f"{counted}: {detail}", fix, evidence
     )

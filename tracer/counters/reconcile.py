@@ -22,8 +22,14 @@ Traced = Mapping[tuple[int, int, str], int]
 class Deltas:
     """Each counter's increase since the first reading."""
 
+    # A namespace missing from this many readings in a row is gone: its last values are
+    # forgotten (its totals stay). One missing once (a read that failed) is not news when it
+    # is back: its counters carry on from where they were.
+    FORGET_AFTER = 10
+
     def __init__(self, first: Reading) -> None:
         self._last = first.values()
+        self._missing: dict[int, int] = {}  # netns inode -> readings in a row without it
         self.totals: dict[CounterRef, int] = {}
 
     def update(self, reading: Reading) -> dict[CounterRef, int]:
@@ -35,8 +41,14 @@ class Deltas:
             grown = value if prev is None or value < prev else value - prev
             if grown:
                 self.totals[ref] = self.totals.get(ref, 0) + grown
-        # Namespaces not read this time are gone: forget their last values, keep totals.
-        self._last = {r: v for r, v in self._last.items() if r.netns in reading.namespaces}
+        for inode in {r.netns for r in self._last} - set(reading.namespaces) - {HOST_WIDE}:
+            self._missing[inode] = self._missing.get(inode, 0) + 1
+        for inode in reading.namespaces:
+            self._missing.pop(inode, None)
+        gone = {i for i, n in self._missing.items() if n >= self.FORGET_AFTER}
+        if gone:
+            self._last = {r: v for r, v in self._last.items() if r.netns not in gone}
+            self._missing = {i: n for i, n in self._missing.items() if i not in gone}
         self._last.update(values)
         return dict(self.totals)
 

@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
@@ -206,11 +207,36 @@ def _command(base: Path) -> str:
         return "?"
 
 
+# socket inode -> (when found, pid, command): a socket keeps its process, and a listener that
+# overflows for minutes would otherwise cost a scan of its namespace's fds every few seconds.
+_OWNERS: dict[tuple[int, int], tuple[float, int, str]] = {}
+_OWNERS_TTL_S = 30.0
+_OWNERS_MAX = 4096
+
+
+def _owners_cached(netns_inode: int, inodes: set[int]) -> dict[int, tuple[int, str]]:
+    now = time.monotonic()
+    out: dict[int, tuple[int, str]] = {}
+    for inode in inodes:
+        hit = _OWNERS.get((netns_inode, inode))
+        if hit is not None and now - hit[0] < _OWNERS_TTL_S and Path(f"/proc/{hit[1]}").exists():
+            out[inode] = (hit[1], hit[2])
+    missing = inodes - set(out)
+    if missing:
+        found = owners(netns_inode, missing)
+        if len(_OWNERS) + len(found) > _OWNERS_MAX:
+            _OWNERS.clear()
+        for inode, (pid, command) in found.items():
+            _OWNERS[(netns_inode, inode)] = (now, pid, command)
+        out |= found
+    return out
+
+
 def with_owners(
     netns_inode: int, found: list[Socket], pod_of: PodOf = lambda _: None
 ) -> list[Socket]:
     """The sockets, each with the process that holds it (and its pod) where one does."""
-    held = owners(netns_inode, {s.inode for s in found if s.inode})
+    held = _owners_cached(netns_inode, {s.inode for s in found if s.inode})
     out = []
     for s in found:
         if s.inode in held:
