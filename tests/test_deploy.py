@@ -43,8 +43,10 @@ METRICS = {
     "droptrace_events_lost_total",
     "droptrace_hook_active",
     "droptrace_series_aggregated_total",
+    "droptrace_kernel_drops_total",
+    "droptrace_kernel_drops_untraced_total",
 }
-METRIC_LABELS = {"node", "reason", "category", "iface", "namespace", "pod", "hook"}
+METRIC_LABELS = {"node", "reason", "category", "iface", "namespace", "pod", "hook", "counter"}
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:

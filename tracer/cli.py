@@ -114,10 +114,11 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     scope = startup.Scope(pod, namespace, netns_specs, cidrs, iface, reasons)
     ready = startup.start(scope, pods=True, note=tell)
+    pipeline = ready.pipeline()
     with ready.watch(netns_gone) as stop:
         summary = run(
             ready.filters,
-            ready.pipeline(),
+            pipeline,
             sink(as_json),
             Limits(duration, count, stop),
             Stream(
@@ -129,6 +130,7 @@ def main(
                 cause_rate=DEFAULT_CAUSE_RATE if flow_limit else 0,
             ),
             on_ready=lambda: ready.tell(tell),  # once tracing: bad input stays one line
+            counters=ready.counter_source(pipeline),
         )
     if summary_json:
         with open(summary_json, "w") as f:

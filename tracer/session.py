@@ -9,15 +9,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from tracer.errors import OutputClosed
 from tracer.events import counter_key_bytes, decode
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
 from tracer.model import Drop
+from tracer.model.counters import CounterEvent
 from tracer.model.tracing import Filters, Summary
 from tracer.pipeline import Pipeline
 from tracer.sinks import Sink
 from tracer.system.kernel import NOT_PACKETS, function_spans
+
+if TYPE_CHECKING:  # the counters load with the session that reads them
+    from tracer.counters.source import CounterSource
+    from tracer.counters.watch import CounterWatch
 
 POLL_MS = 50
 # After a deadline, SIGTERM or Ctrl-C, drops already read are explained for at most this
@@ -65,16 +71,24 @@ def run(
     stream: Stream = Stream(),
     on_ready: Callable[[], None] | None = None,
     on_tracer: Callable[[DropTracer | None], None] | None = None,
+    counters: CounterSource | None = None,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached.
 
     on_tracer gets the live tracer once attached (e.g. to read its counters from another
-    thread) and None before it closes. The pipeline is closed at the end."""
+    thread) and None before it closes. With `counters`, the kernel's drop counters are read
+    at the start, periodically and at the end, and reconciled with the traced drops. The
+    pipeline is closed at the end."""
     spans = function_spans(("nf_hook_slow", *NOT_PACKETS))
     ignore = tuple(span for name in NOT_PACKETS if (span := spans.get(name)) is not None)
     filters = replace(filters, ignore=ignore, nf_span=spans.get("nf_hook_slow"))
     try:
-        return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer)
+        watch = None
+        if counters is not None:
+            from tracer.counters.watch import CounterWatch
+
+            watch = CounterWatch(counters)
+        return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer, watch)
     finally:
         pipeline.close()
 
@@ -87,6 +101,7 @@ def _trace(
     stream: Stream,
     on_ready: Callable[[], None] | None,
     on_tracer: Callable[[DropTracer | None], None] | None,
+    watch: CounterWatch | None,
 ) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
@@ -95,6 +110,8 @@ def _trace(
     with DropTracer(
         filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
     ) as tracer:
+        if watch is not None:
+            watch.begin()  # before the user hears the hooks are on and starts the traffic
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()
@@ -103,6 +120,8 @@ def _trace(
         sample = _CauseSampler(stream.cause_rate)
         if on_tracer is not None:
             on_tracer(tracer)
+        if watch is not None:
+            watch.start(tracer.counters, explainer.counter)
 
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
@@ -137,6 +156,8 @@ def _trace(
         finally:
             if on_tracer is not None:
                 on_tracer(None)
+            if watch is not None:
+                watch.stop()  # the last reading, before the hooks go
         # Every drop counted until now is in the ring or read: what the ring holds goes to
         # the explainer too, to be explained within the grace period or counted as not.
         tracer.detach()
@@ -144,8 +165,10 @@ def _trace(
             tracer.poll(0, on_sample, 1 << 30)
         done = explainer.finish(FINISH_GRACE_S)
         reader_cpu = time.thread_time()
-        totals = pipeline.totals(tracer.counters())
+        traced = tracer.counters()
+        totals = pipeline.totals(traced)
         stats = tracer.stats()
+        reconciled = watch.reconciled(traced) if watch is not None else None
     summary = Summary(
         seconds=time.monotonic() - started,
         shown=done.shown,
@@ -164,6 +187,14 @@ def _trace(
             "explainer": done.cpu_seconds,
         },
     )
+    if reconciled is not None and watch is not None:
+        summary = replace(
+            summary,
+            cpu_seconds=summary.cpu_seconds | {"counters": watch.cpu_seconds},
+            counters=reconciled.moves,
+            untraced=reconciled.untraced,
+            counters_note=reconciled.note,
+        )
     try:
         sink.finish(summary)
     except BrokenPipeError:
@@ -282,6 +313,14 @@ class _Explainer:
         if self._count is not None and self.shown >= self._count:
             self._count_reached = True
             self.done.set()
+
+    def counter(self, event: CounterEvent) -> None:
+        """A counter beyond the traced drops (from the counters' thread), shown between drops."""
+        with self._lock:
+            if self._closed:
+                return
+            self._sink.counter(event)
+            self._sink.flush()
 
     def finish(self, grace: float) -> _Explained:
         """Explain what is queued for at most `grace` seconds, then stop; what was left is

@@ -58,10 +58,16 @@ def serve(
     address = parse_listen(listen)
     ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), pods=True, note=tell)
     where = f"{address[0]}:{address[1]}"
+    pipeline = ready.pipeline()
+
+    def pod_of_netns(inode: int) -> tuple[str, str]:
+        pod = pipeline.enricher.pods.by_netns(inode)  # the enricher's pod sources, when built
+        return (pod.namespace, pod.name) if pod else ("", "")
+
     with ready.watch(netns_gone) as stop:
         agent.serve(
             ready.filters,
-            ready.pipeline(),
+            pipeline,
             address,
             node or socket.gethostname(),
             max_series,
@@ -69,4 +75,6 @@ def serve(
             note=tell,
             on_ready=lambda: ready.tell(tell, f"serving /metrics and /healthz on {where}"),
             stop=stop,
+            counters=ready.counter_source(pipeline),
+            pod_of_netns=pod_of_netns,
         )

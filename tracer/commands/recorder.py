@@ -22,7 +22,10 @@ from tracer.commands.common import ip_option, netns_option, one_line_errors, tel
 def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> None:
     """Start a flight recorder in the kernel that keeps recording after this command exits."""
     ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), signals=False, note=tell)
-    for note in recorder.start(ready.filters, size, kernel_reasons=ready.reasons.available):
+    started = recorder.start(
+        ready.filters, size, kernel_reasons=ready.reasons.available, counted=ready.counted
+    )
+    for note in started:
         tell(note)
     pinned = f"recorder pinned at {recorder.PIN_DIR}"
     tell(f"{pinned}; `droptrace dump` reads it, `droptrace stop` removes it")

@@ -13,11 +13,13 @@ from tracer.diagnose import (
     bridge_netfilter,
     conntrack,
     forwarding,
+    listen_queue,
     neighbour,
     netfilter,
     no_socket,
     routing,
     rp_filter,
+    socket_buffer,
 )
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
@@ -34,6 +36,8 @@ CAUSES: tuple[Cause, ...] = (
     netfilter.CAUSE,
     neighbour.CAUSE,
     no_socket.CAUSE,
+    socket_buffer.CAUSE,
+    listen_queue.CAUSE,
 )
 # Reasons no cause module owns (yet), with what they alone say.
 _OTHER: dict[str, str] = {
@@ -47,7 +51,6 @@ _OTHER: dict[str, str] = {
     "TC_INGRESS": "a tc ingress filter dropped it",
     "TC_EGRESS": "a tc egress filter dropped it",
     "QDISC_DROP": "the queueing discipline dropped it (queue full)",
-    "SOCKET_RCVBUFF": "the receiving socket's buffer was full",
 }
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
 # arriving where it is disabled, neighbour solicitations for other hosts, purged queues.

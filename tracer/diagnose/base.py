@@ -34,6 +34,7 @@ class Site:
     ref: NetnsRef  # the namespace of the drop
     names: NetnsNames  # every namespace (a reply's request may be seen in another)
     conntrack: ConntrackLookups  # conntrack by tuple, in any namespace
+    pod_of: Callable[[int], str | None] = lambda _pid: None  # pid -> its pod's namespace/name
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,16 @@ class Enricher:
         ref = self.netns.lookup(drop.netns)
         evidence: list[Evidence] = []
         if ref is not None and drop.src is not None and drop.dst is not None:
-            site = Site(drop, reason, location, iface, ref, self.netns, self._conntrack)
+            site = Site(
+                drop,
+                reason,
+                location,
+                iface,
+                ref,
+                self.netns,
+                self._conntrack,
+                self.pods.of_process,
+            )
             evidence += self._evidence.gather(site)
         if seen is not None:
             evidence.append(seen)

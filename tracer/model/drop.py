@@ -37,6 +37,8 @@ class Category(StrEnum):
     NEIGHBOUR = "neighbour"
     CONNTRACK = "conntrack"
     BRIDGE_NETFILTER = "bridge_netfilter"
+    SOCKET_BUFFER = "socket_buffer"
+    LISTEN_QUEUE = "listen_queue"
     OTHER = "other"
 
 

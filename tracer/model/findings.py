@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tracer.model.sockets import Socket
+
 
 class Level(StrEnum):
     OK = "ok"
@@ -30,6 +32,9 @@ class NamespaceFacts:
     masquerade: bool
     rule_counts: dict[str, int]  # iptables rules per backend (nft, legacy)
     unconditional_drops: list[str] = field(default_factory=list)  # rule texts, user chains
+    # UDP sockets and TCP listeners, with their owners; the sysctls that bound their queues.
+    sockets: tuple[Socket, ...] = ()
+    socket_sysctls: dict[str, int | str | None] = field(default_factory=dict)
 
     @property
     def where(self) -> str:

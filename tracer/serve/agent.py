@@ -18,13 +18,16 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.process_collector import ProcessCollector
 from waitress.server import create_server
 
+from tracer.counters.source import CounterSource
 from tracer.hooks import DropTracer
 from tracer.model import AttributedDrop
+from tracer.model.counters import CounterEvent, CounterMove
 from tracer.model.tracing import Filters, HookReport, Summary
 from tracer.pipeline import Pipeline
 from tracer.serve import ListenError
 from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
+from tracer.sinks.kernel_metrics import KernelDropMetrics
 from tracer.sinks.metrics import DropMetrics, KernelView
 
 # The HTTP side of a node agent, which must survive whatever reaches its port: waitress
@@ -60,6 +63,9 @@ class _AgentSink:
         self._metrics.drop(item)
         if not item.diagnosis.benign:
             self._lines.drop(item)
+
+    def counter(self, event: CounterEvent) -> None:
+        self._lines.counter(event)
 
     def flush(self) -> None:
         self._lines.flush()
@@ -97,10 +103,14 @@ def serve(
     note: Callable[[str], None],
     on_ready: Callable[[], None],
     stop: threading.Event | None = None,
+    counters: CounterSource | None = None,
+    pod_of_netns: Callable[[int], tuple[str, str]] = lambda _: ("", ""),
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
-    in use is one line and nothing was attached."""
-    metrics = DropMetrics(node, max_series, note, pipeline.labels)
+    in use is one line and nothing was attached. With `counters`, the kernel's own drop
+    counters are read at every scrape (and every few seconds for the log)."""
+    kernel_drops = KernelDropMetrics(node, max_series, pod_of_netns) if counters else None
+    metrics = DropMetrics(node, max_series, note, pipeline.labels, kernel_drops=kernel_drops)
     registry = CollectorRegistry()
     registry.register(metrics)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory
@@ -125,7 +135,18 @@ def serve(
     thread.start()
 
     def attach(tracer: DropTracer | None) -> None:
-        metrics.attach(KernelView(tracer.counters, tracer.stats) if tracer else None)
+        if tracer is None:
+            metrics.attach(None)
+            return
+        kernel_counters = None
+        if counters is not None:
+            source = counters
+
+            def kernel_counters() -> list[CounterMove]:
+                source.update()  # the counters first: a drop is counted before it is freed
+                return source.moves(tracer.counters())
+
+        metrics.attach(KernelView(tracer.counters, tracer.stats, kernel_counters))
 
     try:
         return run(
@@ -137,6 +158,7 @@ def serve(
             Stream(flow_limit=flow_limit, show_benign=True),
             on_ready=on_ready,
             on_tracer=attach,
+            counters=counters,
         )
     finally:
         server.close()
