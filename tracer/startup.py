@@ -71,8 +71,9 @@ class Started:
         from tracer.enrich.pods import PodIdentity
 
         if self.want_pods and self.pods is None:
-            self.pods = PodIdentity.connect()
-            self.notes.extend(self.pods.notes)
+            pods = PodIdentity.connect()
+            self.notes.extend(pods.notes)
+            self.pods = pods
         return Enricher(self.reasons, self.pods)
 
     def counter_source(self, pipeline: Pipeline) -> CounterSource | None:
@@ -154,12 +155,18 @@ def start(
     reasons = checks(note)
     identity, specs, notes = None, scope.netns, []
     counted: list[NetnsRef] | None = None
-    if scope.pod:  # its addresses are kernel filters: the pod sources are needed now
+    if scope.pod or (pods and _api_configured()):
+        # A --pod's addresses are kernel filters; and the API's list is taken before the
+        # hooks attach, so the first drops are named by who had their addresses then (a
+        # pod replaced a second later must not lend them its name). Without an API the
+        # node's own sources load after the ready line.
         from tracer.enrich.pods import PodIdentity
 
         identity = PodIdentity.connect()
+        notes = list(identity.notes)
+    if scope.pod and identity is not None:
         specs, networks, where, counted = _pod_scope(identity, scope, networks)
-        notes = [where, *identity.notes]
+        notes.insert(0, where)
     watched = [netns.resolve(s) for s in specs]
     filters = _filters(reasons, watched, networks, scope.iface, scope.reasons)
     if watched:
@@ -171,6 +178,12 @@ def start(
         oneline.sigterm_as_interrupt()
     live = not scope.cidrs and scope.iface is None
     return Started(reasons, identity, filters, watched, notes, counted, live, want_pods=pods)
+
+
+def _api_configured() -> bool:
+    from tracer.enrich.pods_api import configured
+
+    return configured()
 
 
 def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:

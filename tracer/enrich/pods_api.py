@@ -60,7 +60,7 @@ def _service(obj: Any) -> Service | None:
 _SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-def _configured() -> bool:
+def configured() -> bool:
     """Whether any configuration lightkube would read (KubeConfig.from_env) is there."""
     env = os.environ.get("KUBECONFIG")
     if env:
@@ -74,7 +74,7 @@ def api_client() -> tuple[Any, str]:
     """A lightkube Client configured as everywhere in droptrace ($KUBECONFIG, else
     ~/.kube/config, else the in-cluster service account), and the server it talks to.
     Nothing is asked yet; ApiUnavailable when there is no usable configuration."""
-    if not _configured():
+    if not configured():
         raise ApiUnavailable(
             "no kubeconfig or service account ($KUBECONFIG, ~/.kube/config and the"
             " in-cluster token are all missing)"
