@@ -97,7 +97,11 @@ class Droptrace:
     READY = "tracing with"
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, program: list[str] | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.proc = subprocess.Popen(
             [*(program or [sys.executable, "-m", "tracer"]), *args],
@@ -105,6 +109,7 @@ class Droptrace:
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            cwd=cwd,
         )
         self._out: list[str] = []
         self._err: list[str] = []
