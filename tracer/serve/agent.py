@@ -23,6 +23,7 @@ from tracer.model import AttributedDrop
 from tracer.model.tracing import Filters, HookReport, Summary
 from tracer.pipeline import Pipeline
 from tracer.serve import ListenError
+from tracer.serve.events import EventPoster
 from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
 from tracer.sinks.metrics import DropMetrics, KernelView
@@ -46,11 +47,12 @@ def _quiet_server_log() -> None:
 
 class _AgentSink:
     """Every drop to the metrics (they label the kernel's counts); the non-benign ones to
-    the JSON lines as well."""
+    the JSON lines as well, and to the Kubernetes Events when asked (never waiting on them)."""
 
-    def __init__(self, metrics: DropMetrics, lines: JsonLines) -> None:
+    def __init__(self, metrics: DropMetrics, lines: JsonLines, events: EventPoster | None) -> None:
         self._metrics = metrics
         self._lines = lines
+        self._events = events
 
     def start(self, hooks: HookReport) -> None:
         self._metrics.hooks(hooks)
@@ -60,6 +62,8 @@ class _AgentSink:
         self._metrics.drop(item)
         if not item.diagnosis.benign:
             self._lines.drop(item)
+            if self._events is not None:
+                self._events.offer(item)
 
     def flush(self) -> None:
         self._lines.flush()
@@ -97,9 +101,11 @@ def serve(
     note: Callable[[str], None],
     on_ready: Callable[[], None],
     stop: threading.Event | None = None,
+    events: EventPoster | None = None,
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
-    in use is one line and nothing was attached."""
+    in use is one line and nothing was attached. `events` posts Kubernetes Events from its
+    own thread, started here and given its last counts when serving ends."""
     metrics = DropMetrics(node, max_series, note, pipeline.labels)
     registry = CollectorRegistry()
     registry.register(metrics)
@@ -127,11 +133,13 @@ def serve(
     def attach(tracer: DropTracer | None) -> None:
         metrics.attach(KernelView(tracer.counters, tracer.stats) if tracer else None)
 
+    if events is not None:
+        events.start()
     try:
         return run(
             filters,
             pipeline,
-            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node})),
+            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node}), events),
             Limits(stop=stop),
             # Benign drops are counted and labelled; _AgentSink keeps them out of the log.
             Stream(flow_limit=flow_limit, show_benign=True),
@@ -140,3 +148,5 @@ def serve(
         )
     finally:
         server.close()
+        if events is not None:
+            events.close()
