@@ -2,7 +2,7 @@
 
 The build id is recorded by `make bpf` (bpf_dir()/build-id: a hash of the objects, their
 names, the compiler): clang writes no ELF build-id note into a BPF object. It is checked
-against the objects as they are now, so a bug report names the object that really ran.
+against the objects as they are now, so an object changed after the build is said to be.
 """
 
 from __future__ import annotations
