@@ -230,7 +230,11 @@ class EventPoster:
         self._thread.start()
 
     def offer(self, item: AttributedDrop) -> None:
-        if item.diagnosis.benign or not (item.facts.src_pod or item.facts.dst_pod):
+        """Queue a drop that may become part of an Event (sightings() decides the rest)."""
+        diag = item.diagnosis
+        if diag.benign or diag.category is Category.OTHER:
+            return
+        if not (item.facts.src_pod or item.facts.dst_pod):
             return
         try:
             self._queue.put_nowait(item)
