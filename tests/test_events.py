@@ -34,11 +34,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+def _until(check: Callable[[], bool], timeout: float, what: str, seen: Callable[[], Any]) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            raise AssertionError(f"not within {timeout} s: {what}; seen: {seen()}")
         time.sleep(0.2)
 
 
@@ -57,16 +57,20 @@ def test_a_lab_pods_drops_become_one_event_whose_count_a_second_burst_patches(
         env = {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))}
         port = _free_port()
         args = ("serve", "--events", "--listen", f"127.0.0.1:{port}", "--node", "lab-node")
-        with Droptrace(*args, "--ip", "198.18.1.2/32", env=env) as dt:
+        # This lab's node1 only: other labs running meanwhile use the same addresses.
+        with Droptrace(*args, "--netns", prefix + "node1", env=env) as dt:
             send_udp(prefix + "pod-a", "198.18.1.1", 9, n=3)  # NO_SOCKET on node1, from pod-a
 
             def count_is(n: int) -> Callable[[], bool]:
                 return lambda: [e.get("count") for e in api.objects("events")] == [n]
 
-            _until(count_is(3), 30, "one Event with count 3")
+            def seen() -> tuple[Any, ...]:
+                return api.objects("events"), api.requests, "".join(dt._err)
+
+            _until(count_is(3), 30, "one Event with count 3", seen)
             (first,) = api.objects("events")
             send_udp(prefix + "pod-a", "198.18.1.1", 9, n=2)
-            _until(count_is(5), 30, "that Event's count patched to 5")
+            _until(count_is(5), 30, "that Event's count patched to 5", seen)
             dt.proc.send_signal(signal.SIGTERM)
             res = dt.wait()
     finally:
@@ -99,7 +103,7 @@ def test_an_unreachable_api_server_is_one_line_and_the_stream_goes_on(
     # A port nothing listens on: the API server is down.
     env = {"KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9"))}
     port = _free_port()
-    args = ("serve", "--events", "--listen", f"127.0.0.1:{port}", "--ip", "198.18.1.2/32")
+    args = ("serve", "--events", "--listen", f"127.0.0.1:{port}", "--netns", prefix + "node1")
     with Droptrace(*args, env=env) as dt:
         send_udp(prefix + "pod-a", "198.18.1.1", 9, n=2)
         dt.wait_for("Kubernetes Event not posted", timeout=15)
