@@ -14,9 +14,10 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_UNITS := bpf/maps.bpf.c bpf/drop.bpf.c tracer/causes/cause.bpf.c
 BPF_PARTS := $(patsubst %.bpf.c,$(BUILD)/bpf/%.bpf.o,$(notdir $(BPF_UNITS)))
 BPF_HEADERS := $(wildcard bpf/*.h)
+BPF_OBJ := $(OBJDIR)/drop.bpf.o
 vpath %.bpf.c $(sort $(dir $(BPF_UNITS)))
 
-.PHONY: all install demo test test-kernels lint bpf bench image clean
+.PHONY: all install demo test test-kernels lint bpf wheel bench image clean
 
 all: install
 
@@ -43,13 +44,20 @@ test-kernels: install
 image: install
 	@bash scripts/image.sh
 
+# A wheel with the BPF object inside, in dist/ (compiled by the `bpf` target through setup.py).
+# setuptools packages whatever an earlier build left in build/lib: start from nothing.
+wheel: install
+	rm -rf $(BUILD)/lib $(BUILD)/bdist.*
+	$(PY) -m build --wheel --outdir dist .
+
 lint: install
-	$(VENV)/bin/ruff check tracer tests bench scripts
-	$(VENV)/bin/ruff format --check tracer tests bench scripts
+	$(VENV)/bin/ruff check tracer tests bench scripts setup.py
+	$(VENV)/bin/ruff format --check tracer tests bench scripts setup.py
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 
-bpf: $(OBJDIR)/drop.bpf.o $(OBJDIR)/events.h
+# OBJDIR and BUILD may be set on the command line: setup.py builds into the wheel's tree.
+bpf: $(BPF_OBJ) $(OBJDIR)/events.h $(OBJDIR)/build-id
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
@@ -67,5 +75,12 @@ $(OBJDIR)/events.h: bpf/events.h
 	@mkdir -p $(OBJDIR)
 	cp $< $@
 
+# `droptrace --version`: clang writes no ELF build-id note into a BPF object, so the build id
+# is a hash of the objects (in this order), recorded with the compiler that made them.
+$(OBJDIR)/build-id: $(BPF_OBJ)
+	{ echo "build_id $$(cat $(BPF_OBJ) | sha256sum | cut -c1-16)"; \
+	  echo "objects $(notdir $(BPF_OBJ))"; \
+	  echo "compiler $$($(CLANG) --version | head -1)"; } > $@.tmp && mv $@.tmp $@
+
 clean:
-	rm -rf $(BUILD) $(OBJDIR)
+	rm -rf $(BUILD) $(OBJDIR) dist

@@ -113,7 +113,11 @@ class Droptrace:
     launched: ClassVar[list[Droptrace]] = []
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, program: list[str] | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.case = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
         self.started = time.monotonic()
@@ -125,6 +129,7 @@ class Droptrace:
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            cwd=cwd,
         )
         self._out: list[str] = []
         self._err: list[str] = []

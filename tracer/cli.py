@@ -26,7 +26,24 @@ from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
 from tracer.session import DEFAULT_CAUSE_RATE, DEFAULT_STREAM_RATE, Limits, Stream
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from tracer.version import describe
+
+    click.echo(describe())
+    ctx.exit()
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and the BPF object's build id, then exit.",
+)
 @click.option(
     "--pod",
     metavar="NAME",

@@ -41,11 +41,15 @@ DEFAULT_FLOW_LIMIT = 20
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
 
 
-def object_path(name: str = "drop.bpf.o") -> Path:
+def bpf_dir() -> Path:
+    """Where the BPF objects are: $DROPTRACE_BPF_DIR, else tracer/_bpf (in a checkout after
+    `make bpf`, in a wheel from its build)."""
     override = os.environ.get("DROPTRACE_BPF_DIR")
-    path = (
-        Path(override) / name if override else Path(str(resources.files("tracer") / "_bpf" / name))
-    )
+    return Path(override) if override else Path(str(resources.files("tracer") / "_bpf"))
+
+
+def object_path(name: str = "drop.bpf.o") -> Path:
+    path = bpf_dir() / name
     if not path.is_file():
         raise BpfObjectMissing(f"BPF object {path} not found: build it with `make bpf`")
     return path

@@ -28,13 +28,23 @@ def lab_list() -> None:
         click.echo(f"{s.name:<{width}}  {s.title}  [{s.seed or 'no seed'}]")
 
 
+def _complete_scenario(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    from click.shell_completion import CompletionItem
+
+    from tracer.lab.scenarios import SCENARIOS
+
+    return [CompletionItem(s.name) for s in SCENARIOS if s.name.startswith(incomplete)]
+
+
 _prefix_option = click.option(
     "--prefix", default=LAB_PREFIX, show_default=True, hidden=True, help="Namespace name prefix."
 )
 
 
 @lab.command("run")
-@click.argument("name", metavar="SCENARIO")
+@click.argument("name", metavar="SCENARIO", shell_complete=_complete_scenario)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of the live view.")
 @_prefix_option
 @one_line_errors
@@ -51,7 +61,7 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
 
 
 @lab.command("up")
-@click.argument("name", metavar="SCENARIO")
+@click.argument("name", metavar="SCENARIO", shell_complete=_complete_scenario)
 @_prefix_option
 @one_line_errors
 def lab_up(name: str, prefix: str) -> None:

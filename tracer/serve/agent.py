@@ -25,6 +25,7 @@ from tracer.model.counters import CounterEvent, CounterMove
 from tracer.model.tracing import Filters, HookReport, Summary
 from tracer.pipeline import Pipeline
 from tracer.serve import ListenError
+from tracer.serve.events import EventPoster
 from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
 from tracer.sinks.kernel_metrics import KernelDropMetrics
@@ -49,11 +50,12 @@ def _quiet_server_log() -> None:
 
 class _AgentSink:
     """Every drop to the metrics (they label the kernel's counts); the non-benign ones to
-    the JSON lines as well."""
+    the JSON lines as well, and to the Kubernetes Events when asked (never waiting on them)."""
 
-    def __init__(self, metrics: DropMetrics, lines: JsonLines) -> None:
+    def __init__(self, metrics: DropMetrics, lines: JsonLines, events: EventPoster | None) -> None:
         self._metrics = metrics
         self._lines = lines
+        self._events = events
 
     def start(self, hooks: HookReport) -> None:
         self._metrics.hooks(hooks)
@@ -63,6 +65,8 @@ class _AgentSink:
         self._metrics.drop(item)
         if not item.diagnosis.benign:
             self._lines.drop(item)
+            if self._events is not None:
+                self._events.offer(item)
 
     def counter(self, event: CounterEvent) -> None:
         self._lines.counter(event)
@@ -105,10 +109,13 @@ def serve(
     stop: threading.Event | None = None,
     counters: CounterSource | None = None,
     pod_of_netns: Callable[[int], tuple[str, str]] = lambda _: ("", ""),
+    events: EventPoster | None = None,
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
     in use is one line and nothing was attached. With `counters`, the kernel's own drop
-    counters are read at every scrape (and every few seconds for the log)."""
+    counters are read at every scrape (and every few seconds for the log). `events` posts
+    Kubernetes Events from its own thread, started here and given its last counts when
+    serving ends."""
     kernel_drops = KernelDropMetrics(node, max_series, pod_of_netns) if counters else None
     metrics = DropMetrics(node, max_series, note, pipeline.labels, kernel_drops=kernel_drops)
     registry = CollectorRegistry()
@@ -148,11 +155,13 @@ def serve(
 
         metrics.attach(KernelView(tracer.counters, tracer.stats, kernel_counters))
 
+    if events is not None:
+        events.start()
     try:
         return run(
             filters,
             pipeline,
-            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node})),
+            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node}), events),
             Limits(stop=stop),
             # Benign drops are counted and labelled; _AgentSink keeps them out of the log.
             Stream(flow_limit=flow_limit, show_benign=True),
@@ -162,3 +171,5 @@ def serve(
         )
     finally:
         server.close()
+        if events is not None:
+            events.close()
