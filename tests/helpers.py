@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -61,6 +62,22 @@ def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -
         f"{bind}[s.sendto(b'droptrace', ({dst!r}, {port})) for _ in range({n})]"
     )
     sh(sys.executable, "-c", code, ns=ns)
+
+
+@contextmanager
+def background(ns: str, code: str) -> Iterator[subprocess.Popen[str]]:
+    """Python `code` running in namespace ns for the length of the block, then killed."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def send_icmp_echo_reply(ns: str, dst: str, n: int = 2) -> None:
@@ -145,6 +162,17 @@ class Droptrace:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError(f"no {times} x {text!r} in: {''.join(self._err)}")
             time.sleep(0.1)
+
+    def wait_event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 20) -> bool:
+        """Until a JSON line on stdout matches (or the timeout, or droptrace ended): for a test
+        that must hold a fault until droptrace has read its evidence."""
+        deadline = time.monotonic() + timeout * SLOW
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            for line in list(self._out):
+                if line.startswith("{") and match(json.loads(line)):
+                    return True
+            time.sleep(0.1)
+        return False
 
     def interrupt(self) -> None:
         self.proc.send_signal(signal.SIGINT)

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from tracer import diagnose
-from tracer.diagnose import bridge_netfilter, forwarding, rp_filter
+from tracer.diagnose import bridge_netfilter, conntrack, forwarding, rp_filter
 from tracer.model import Category, Drop, Facts, Rule
 from tracer.model.evidence import (
+    ConntrackTable,
     Dnat,
     Evidence,
     Forwarding,
@@ -225,3 +226,49 @@ def test_a_tcp_drop_to_a_local_listener_is_never_a_missing_route() -> None:
     )
     assert d.category is Category.OTHER
     assert "route" not in (d.fix or "")
+
+
+def _table(count: int, limit: int, **moved: int) -> ConntrackTable:
+    stats = {"drop": 0, "early_drop": 0, "insert_failed": 0, "clash_resolve": 0, "invalid": 0}
+    return ConntrackTable(count, limit, 65536, stats | moved, moved, (("198.18.0.9", 900),), 1000)
+
+
+def test_a_full_conntrack_table_is_conntrack_with_count_max_and_who_fills_it() -> None:
+    f = facts("NETFILTER_DROP", _table(1000, 1000, drop=3), location="nf_hook_slow")
+    d = diagnose.diagnose(drop(), f)
+    assert d.category is Category.CONNTRACK
+    assert "net.netfilter.nf_conntrack_count=1000 of net.netfilter.nf_conntrack_max=1000" in (
+        d.explanation
+    )
+    assert "no rule did" in d.explanation and "198.18.0.9 (900)" in d.explanation
+    assert d.fix is not None and d.fix.startswith("sysctl -w net.netfilter.nf_conntrack_max=")
+    assert "why 198.18.0.9 holds so many" in d.fix and "timeout" in d.fix
+    assert evidence_json((_table(1000, 1000, drop=3),))["conntrack"]["top_sources"] == [  # type: ignore[index]
+        {"src": "198.18.0.9", "entries": 900}
+    ]
+
+
+def test_an_insert_clash_is_named_as_the_dns_race_not_a_full_table() -> None:
+    f = facts("NETFILTER_DROP", _table(40, 262144, insert_failed=1, drop=1))
+    d = diagnose.diagnose(drop(sport=53), f)
+    assert d.category is Category.CONNTRACK
+    assert "insert_failed +1" in d.explanation and "DNS 5 s" in d.explanation
+    assert d.fix is not None and "single-request-reopen" in d.fix
+
+
+def test_a_drop_rule_stays_the_rules_even_while_conntrack_drops_elsewhere() -> None:
+    rule = Rule("ipv4", "filter", "FORWARD", "-A FORWARD -p udp -j DROP")
+    f = facts(
+        "NETFILTER_DROP", _table(1000, 1000, drop=3), RuleSource("counters", False), rule=rule
+    )
+    assert diagnose.diagnose(drop(), f).category is Category.NETFILTER
+
+
+def test_doctor_warns_of_a_conntrack_table_near_its_maximum() -> None:
+    near = node(**{conntrack.COUNT: 950, conntrack.MAX: 1000})
+    assert [x.level for x in conntrack.doctor(near)] == [Level.WARN]
+    assert conntrack.doctor(near)[0].fix == conntrack.raise_max(1000)
+    assert [
+        x.level for x in conntrack.doctor(node(**{conntrack.COUNT: 9, conntrack.MAX: 1000}))
+    ] == [Level.OK]
+    assert conntrack.doctor(node()) == []

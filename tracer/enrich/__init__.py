@@ -16,6 +16,7 @@ from tracer.enrich.rules import RuleFinder
 from tracer.model import Drop, Facts, PodRef, Rule
 from tracer.model.evidence import Dnat, Evidence, PodInterfaces
 from tracer.system.conntrack import ConntrackLookups
+from tracer.system.counters import Deltas
 from tracer.system.ifaces import IfaceNames
 from tracer.system.kernel import DropReasons, KernelSymbols
 from tracer.system.netns import NetnsNames
@@ -32,6 +33,7 @@ class Enricher:
         self.ifaces = IfaceNames(self.netns)
         self._evidence = EvidenceCache()
         self._conntrack = ConntrackLookups()
+        self._deltas = Deltas()
         self._rules = RuleFinder()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -46,8 +48,10 @@ class Enricher:
         iface = self.ifaces.name(drop.netns, drop.ifindex)
         ref = self.netns.lookup(drop.netns)
         evidence: list[Evidence] = []
-        if ref is not None and drop.src is not None and drop.dst is not None:
-            site = Site(drop, reason, location, iface, ref, self.netns, self._conntrack)
+        if ref is not None:
+            site = Site(
+                drop, reason, location, iface, ref, self.netns, self._conntrack, self._deltas
+            )
             evidence += self._evidence.gather(site)
         if seen is not None:
             evidence.append(seen)

@@ -147,6 +147,39 @@ class RuleSource(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class ConntrackTable(Evidence):
+    """The namespace's conntrack table at a netfilter drop: its entries against the maximum
+    (net.netfilter.nf_conntrack_max is global, the count per namespace), the statistics that
+    count what conntrack itself dropped, and how they moved since droptrace's previous look."""
+
+    count: int
+    max: int
+    buckets: int | None
+    stats: dict[str, int]  # drop, early_drop, insert_failed, clash_resolve, invalid
+    moved: dict[str, int] | None  # None: droptrace's first look at this namespace
+    top_sources: tuple[tuple[str, int], ...] = ()  # (source, entries), most first
+    scanned: int = 0  # entries read to find the top sources
+
+    @property
+    def full(self) -> bool:
+        """At the maximum: a new connection found no room (early drop found none to evict)."""
+        return self.max > 0 and self.count >= self.max
+
+    def grew(self, stat: str) -> int:
+        """How much a statistic grew since the previous look (its total at the first look)."""
+        return self.stats.get(stat, 0) if self.moved is None else self.moved.get(stat, 0)
+
+    def json(self) -> dict[str, Json]:
+        table: dict[str, Json] = {"count": self.count, "max": self.max, "buckets": self.buckets}
+        table["stats"] = dict(self.stats)
+        table["moved"] = dict(self.moved) if self.moved is not None else None
+        if self.top_sources:
+            table["top_sources"] = [{"src": s, "entries": n} for s, n in self.top_sources]
+            table["scanned"] = self.scanned
+        return {"conntrack": table}
+
+
+@dataclass(frozen=True, slots=True)
 class NetfilterHook:
     hook: str  # PREROUTING, INPUT, ...
     family: str  # ipv4, ipv6, bridge, ...

@@ -18,6 +18,7 @@ BRIDGE_KNOBS = (
     "net.bridge.bridge-nf-call-ip6tables",
     "net.bridge.bridge-nf-call-arptables",
 )
+CONNTRACK_KNOBS = ("net.netfilter.nf_conntrack_count", "net.netfilter.nf_conntrack_max")
 
 
 def _run(*cmd: str, ns_path: Path | None = None) -> str:
@@ -65,7 +66,7 @@ def sysctls(ns_path: Path) -> dict[str, int | None]:
         for name in names:
             for knob in ("rp_filter", "forwarding"):
                 out[f"net.ipv4.conf.{name}.{knob}"] = _int(_CONF / name / knob)
-        for key in BRIDGE_KNOBS:
+        for key in (*BRIDGE_KNOBS, *CONNTRACK_KNOBS):
             out[key] = _int(Path("/proc/sys") / key.replace(".", "/"))
         return out
 
