@@ -80,6 +80,19 @@ def background(ns: str, code: str) -> Iterator[subprocess.Popen[str]]:
         proc.wait()
 
 
+def send_df(ns: str, dst: str, port: int, size: int, n: int = 2) -> None:
+    """n UDP datagrams of `size` payload bytes with DF set, whatever path MTU the sender has
+    learnt (IP_PMTUDISC_PROBE): each one reaches the link that is too small for it."""
+    family = "AF_INET6" if ":" in dst else "AF_INET"
+    level, opt = ("IPPROTO_IPV6", 23) if ":" in dst else ("IPPROTO_IP", 10)  # *_MTU_DISCOVER
+    code = (
+        f"import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM);"
+        f"s.setsockopt(socket.{level}, {opt}, 3);"  # IP_PMTUDISC_PROBE
+        f"[s.sendto(b'x' * {size}, ({dst!r}, {port})) for _ in range({n})]"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
 def send_icmp_echo_reply(ns: str, dst: str, n: int = 2) -> None:
     """n ICMP echo replies nobody asked for: conntrack has no request for them (INVALID)."""
     code = (

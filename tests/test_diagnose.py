@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from tracer import diagnose
-from tracer.diagnose import bridge_netfilter, conntrack, forwarding, rp_filter
+from tracer.diagnose import bridge_netfilter, conntrack, forwarding, mtu, rp_filter
 from tracer.model import Category, Drop, Facts, Rule
+from tracer.model.devices import Link, PacketTooBig
 from tracer.model.evidence import (
     ConntrackTable,
     Dnat,
@@ -272,3 +273,50 @@ def test_doctor_warns_of_a_conntrack_table_near_its_maximum() -> None:
         x.level for x in conntrack.doctor(node(**{conntrack.COUNT: 9, conntrack.MAX: 1000}))
     ] == [Level.OK]
     assert conntrack.doctor(node()) == []
+
+
+def dev(name: str, mtu: int = 1500, kind: str | None = "veth", **kw: object) -> Link:
+    values: dict[str, object] = {"up": True, "carrier": True, "operstate": "UP"} | kw
+    return Link(name, 7, kind, mtu, **values)  # type: ignore[arg-type]
+
+
+def test_a_df_packet_too_big_for_the_way_out_says_which_link_and_the_mtu_to_set() -> None:
+    big = PacketTooBig(1428, "198.51.100.2", dev("r-srv", 1280), dev("r-cli"))
+    d = diagnose.diagnose(drop(), facts("PKT_TOO_BIG", big, iface="r-cli", location="ip_forward"))
+    assert d.category is Category.MTU
+    assert "a 1428-byte packet" in d.explanation and "next link r-srv (mtu 1280)" in d.explanation
+    assert "it has DF set" in d.explanation and "r-cli (mtu 1500)" in d.explanation
+    assert d.fix is not None and d.fix.startswith("set the MTU of 203.0.113.7's interface to 1280")
+    assert mtu.MSS_CLAMP in d.fix
+
+
+def test_an_ipv6_packet_too_big_says_routers_never_fragment_and_icmpv6() -> None:
+    v6 = Drop(0, 0, 0, 1, 2, 1448, 0, 0x86DD, 17, IPv6Address("2001:db8:1::2"),
+              IPv6Address("2001:db8:2::2"), 4000, 7779, None, None, 1)  # fmt: skip
+    big = PacketTooBig(1448, "2001:db8:2::2", dev("r-srv", 1280), None, pmtu=None)
+    d = diagnose.diagnose(v6, facts("PKT_TOO_BIG", big, iface="r-srv", location="ip6_forward"))
+    assert d.category is Category.MTU
+    assert "IPv6 routers never fragment" in d.explanation and "ICMPv6 packet too big" in (
+        d.explanation
+    )
+
+
+def test_a_fragmentation_failure_without_a_reason_is_mtu_by_its_location() -> None:
+    big = PacketTooBig(1500, "198.51.100.2", dev("tun0", 1480, "ipip"), None, None, dev("eth0"))
+    d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", big, location="ip_fragment"))
+    assert d.category is Category.MTU
+    assert "tun0 is a tunnel (ipip): 20 bytes of overhead" in d.explanation
+    assert d.fix is not None and d.fix.startswith("set pod and tunnel MTUs to eth0's mtu 1500")
+    assert mtu.is_too_big("NOT_SPECIFIED", "ip_fragment")
+    assert not mtu.is_too_big("NOT_SPECIFIED", "ip_rcv_finish")
+
+
+def test_doctor_finds_pod_veths_larger_than_the_overlay_but_not_its_underlay() -> None:
+    uplink = Link("eth0", 2, None, 1500, True, True, "UP")
+    overlay = Link("flannel.1", 3, "vxlan", 1450, True, True, "UP", link_index=2)
+    pod = Link("veth1", 4, "veth", 1500, True, True, "UP", link_index=2, link_netnsid=1)
+    f = NamespaceFacts("node", {}, ["eth0"], [], False, {}, links=[uplink, overlay, pod])
+    (finding,) = mtu.doctor(f)
+    assert finding.level is Level.WARN
+    assert "veths veth1 have a larger mtu than the tunnel flannel.1 (mtu 1450)" in finding.what
+    assert mtu.doctor(NamespaceFacts("node", {}, [], [], False, {}, links=[uplink])) == []

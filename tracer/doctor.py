@@ -9,7 +9,7 @@ from tracer.errors import DroptraceError
 from tracer.hooks import DropTracer
 from tracer.model.findings import Finding, Level, NamespaceFacts
 from tracer.model.tracing import Filters, HookReport, HookState
-from tracer.system import host, netns
+from tracer.system import host, links, netns
 from tracer.system.iptables import parse_iptables_save
 from tracer.system.kernel import DropReasons
 from tracer.system.netns import NetnsRef
@@ -33,6 +33,7 @@ def gather(ref: NetnsRef) -> NamespaceFacts:
         masquerade=host.masquerades(path),
         rule_counts=host.rule_counts(path),
         unconditional_drops=drops,
+        links=links.all_links(path),
     )
 
 

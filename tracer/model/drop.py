@@ -37,6 +37,7 @@ class Category(StrEnum):
     NEIGHBOUR = "neighbour"
     CONNTRACK = "conntrack"
     BRIDGE_NETFILTER = "bridge_netfilter"
+    MTU = "mtu"
     OTHER = "other"
 
 

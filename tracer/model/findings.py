@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tracer.model.devices import Link
+
 
 class Level(StrEnum):
     OK = "ok"
@@ -30,6 +32,7 @@ class NamespaceFacts:
     masquerade: bool
     rule_counts: dict[str, int]  # iptables rules per backend (nft, legacy)
     unconditional_drops: list[str] = field(default_factory=list)  # rule texts, user chains
+    links: list[Link] = field(default_factory=list)  # every device, lo included
 
     @property
     def where(self) -> str:

@@ -1,0 +1,78 @@
+"""Evidence about network devices, read at the moment of a drop: MTUs and tunnels, link
+state and a veth's peer, tc programs, queueing disciplines, checksum offloads.
+
+Like tracer.model.evidence, each record's `json()` gives its keys of the public `evidence`
+object of --json (README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracer.model.evidence import Evidence, Json
+
+# Bytes a tunnel adds in front of the inner packet, over an IPv4 underlay (an IPv6 underlay
+# adds 20 more): outer IP + UDP + VXLAN/Geneve header + inner Ethernet; WireGuard: IP + UDP
+# + its 32-byte header and tag.
+TUNNEL_OVERHEAD = {
+    "vxlan": 50,
+    "geneve": 50,
+    "ipip": 20,
+    "sit": 20,
+    "gre": 24,
+    "gretap": 38,
+    "ip6tnl": 40,
+    "ip6gre": 44,
+    "wireguard": 60,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One device as netlink describes it."""
+
+    name: str
+    index: int
+    kind: str | None  # veth, vxlan, bridge, ... (None: a plain device)
+    mtu: int
+    up: bool  # IFF_UP: set up administratively
+    carrier: bool | None  # the lower layer has a link (a veth: its peer is up)
+    operstate: str  # UP, DOWN, LOWERLAYERDOWN, UNKNOWN, ...
+    link_index: int | None = None  # IFLA_LINK: a veth's peer, a tunnel's lower device
+    link_netnsid: int | None = None  # set when that device is in another namespace
+
+    @property
+    def overhead(self) -> int | None:
+        return TUNNEL_OVERHEAD.get(self.kind or "")
+
+
+@dataclass(frozen=True, slots=True)
+class PacketTooBig(Evidence):
+    """A packet larger than the MTU of the link its route leaves by."""
+
+    length: int  # the IP packet
+    dst: str
+    egress: Link | None  # the device the route to dst leaves by
+    ingress: Link | None  # the device it arrived on (None: sent by this namespace)
+    pmtu: int | None = None  # a path MTU the kernel learnt for dst (an ICMP it received)
+    lower: Link | None = None  # a tunnel's underlying device
+
+    @property
+    def mtu(self) -> int | None:
+        if self.pmtu is not None and self.egress is not None:
+            return min(self.pmtu, self.egress.mtu)
+        return self.pmtu if self.egress is None else self.egress.mtu
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"packet_len": self.length, "df": True}
+        if self.egress is not None:
+            out |= {"egress": self.egress.name, "egress_mtu": self.egress.mtu}
+        if self.ingress is not None:
+            out |= {"ingress": self.ingress.name, "ingress_mtu": self.ingress.mtu}
+        out["pmtu"] = self.pmtu
+        if self.egress is not None and self.egress.overhead is not None:
+            tunnel: dict[str, Json] = {"kind": self.egress.kind, "overhead": self.egress.overhead}
+            if self.lower is not None:
+                tunnel |= {"lower": self.lower.name, "lower_mtu": self.lower.mtu}
+            out["tunnel"] = tunnel
+        return {"mtu": out}
