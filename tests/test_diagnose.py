@@ -18,6 +18,7 @@ from tracer.model.evidence import (
     Dnat,
     Evidence,
     Forwarding,
+    NextHop,
     RouteLookup,
     Routing,
     RpFilter,
@@ -320,3 +321,27 @@ def test_doctor_finds_pod_veths_larger_than_the_overlay_but_not_its_underlay() -
     assert finding.level is Level.WARN
     assert "veths veth1 have a larger mtu than the tunnel flannel.1 (mtu 1450)" in finding.what
     assert mtu.doctor(NamespaceFacts("node", {}, [], [], False, {}, links=[uplink])) == []
+
+
+def test_a_neighbour_failure_names_the_gateway_not_the_destination() -> None:
+    hop = NextHop("198.51.100.9", "r-srv", True, "FAILED", None, True)
+    d = diagnose.diagnose(drop(dst="203.0.113.5"), facts("NEIGH_FAILED", hop, iface="r-srv"))
+    assert d.category is Category.NEIGHBOUR
+    assert "next hop 198.51.100.9 (the gateway of the route to 203.0.113.5)" in d.explanation
+    assert "neighbour entry FAILED" in d.explanation
+    assert d.fix is not None and d.fix.startswith("198.51.100.9 is down or not on r-srv's link")
+    assert evidence_json((hop,))["next_hop"] == {
+        "via": "198.51.100.9",
+        "dev": "r-srv",
+        "gateway": True,
+        "state": "FAILED",
+        "lladdr": None,
+        "on_link": True,
+    }
+
+
+def test_a_full_arp_queue_says_how_much_may_wait() -> None:
+    hop = NextHop("198.51.100.9", "r-srv", True, "INCOMPLETE", None, True, None, 212992)
+    d = diagnose.diagnose(drop(), facts("NEIGH_QUEUEFULL", hop, iface="r-srv"))
+    assert "too many packets queued waiting for ARP/ND" in d.explanation
+    assert "unres_qlen_bytes=212992" in d.explanation

@@ -180,6 +180,27 @@ class ConntrackTable(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class NextHop(Evidence):
+    """The neighbour a packet waited for: the gateway of its route (else the destination
+    itself), its ARP/ND entry, and which link's subnet it is in."""
+
+    via: str
+    dev: str | None
+    gateway: bool  # the route's gateway (False: the destination is on the link)
+    state: str | None  # NUD state (FAILED, INCOMPLETE, ...); None: no entry any more
+    lladdr: str | None
+    on_dev: bool  # in a subnet of dev
+    subnet_of: str | None = None  # another device whose subnet it is in
+    unres_qlen_bytes: int | None = None  # what may wait for an answer (NEIGH_QUEUEFULL)
+
+    def json(self) -> dict[str, Json]:
+        hop: dict[str, Json] = {"via": self.via, "dev": self.dev, "gateway": self.gateway}
+        hop |= {"state": self.state, "lladdr": self.lladdr, "on_link": self.on_dev}
+        hop |= _present({"subnet_of": self.subnet_of, "unres_qlen_bytes": self.unres_qlen_bytes})
+        return {"next_hop": hop}
+
+
+@dataclass(frozen=True, slots=True)
 class NetfilterHook:
     hook: str  # PREROUTING, INPUT, ...
     family: str  # ipv4, ipv6, bridge, ...
