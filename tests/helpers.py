@@ -53,13 +53,16 @@ def lab_pod_uid(prefix: str, role: str) -> str:
     raise AssertionError(f"no lab pod {role}")
 
 
-def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:
+def send_udp(
+    ns: str, dst: str, port: int, n: int = 3, src: str | None = None, size: int = 0
+) -> None:
     """n UDP datagrams from namespace ns; bounded, never waits for an answer."""
+    payload = f"b'x' * {size}" if size else "b'droptrace'"
     bind = f"s.bind(({src!r}, 0));" if src else ""
     family = "AF_INET6" if ":" in dst else "AF_INET"
     code = (
         f"import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM);"
-        f"{bind}[s.sendto(b'droptrace', ({dst!r}, {port})) for _ in range({n})]"
+        f"{bind}[s.sendto({payload}, ({dst!r}, {port})) for _ in range({n})]"
     )
     sh(sys.executable, "-c", code, ns=ns)
 

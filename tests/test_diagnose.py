@@ -12,7 +12,15 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from tracer import diagnose
 from tracer.diagnose import bridge_netfilter, conntrack, forwarding, mtu, rp_filter
 from tracer.model import Category, Drop, Facts, Rule
-from tracer.model.devices import Link, PacketTooBig
+from tracer.model.devices import (
+    Link,
+    LinkState,
+    PacketTooBig,
+    Qdisc,
+    QdiscStats,
+    TcFilters,
+    TcProgram,
+)
 from tracer.model.evidence import (
     ConntrackTable,
     Dnat,
@@ -174,7 +182,8 @@ def test_category_of_a_reason_comes_from_the_cause_that_owns_it() -> None:
     assert diagnose.category_of("NO_SOCKET") is Category.NO_SOCKET
     assert diagnose.category_of("NEIGH_DEAD") is Category.NEIGHBOUR
     assert diagnose.category_of("IP_INNOROUTES") is Category.NO_ROUTE
-    assert diagnose.category_of("TC_EGRESS") is Category.OTHER
+    assert diagnose.category_of("TC_EGRESS") is Category.TC
+    assert diagnose.category_of("SOME_NEW_REASON") is Category.OTHER
 
 
 def node(**sysctls: int | None) -> NamespaceFacts:
@@ -345,3 +354,49 @@ def test_a_full_arp_queue_says_how_much_may_wait() -> None:
     d = diagnose.diagnose(drop(), facts("NEIGH_QUEUEFULL", hop, iface="r-srv"))
     assert "too many packets queued waiting for ARP/ND" in d.explanation
     assert "unres_qlen_bytes=212992" in d.explanation
+
+
+def test_a_cilium_tc_program_that_drops_is_named_as_ciliums_policy() -> None:
+    prog = TcProgram("tcx", "bpf", "cil_from_container", 812, "a1b2c3d4e5f60708")
+    f = facts("TC_INGRESS", TcFilters("lxc12ab", "ingress", (prog,)), iface="lxc12ab")
+    d = diagnose.diagnose(drop(), f)
+    assert d.category is Category.TC
+    assert "BPF program cil_from_container (id 812, tag a1b2c3d4e5f60708, tcx; Cilium's)" in (
+        d.explanation
+    )
+    assert d.fix is not None and d.fix.startswith("it is Cilium's policy")
+
+
+def test_a_tc_drop_with_nothing_attached_any_more_says_so() -> None:
+    d = diagnose.diagnose(drop(), facts("TC_EGRESS", TcFilters("eth0", "egress", ())))
+    assert d.category is Category.TC and "nothing is attached there any more" in d.explanation
+
+
+def test_a_full_qdisc_names_its_kind_limit_backlog_and_the_change_to_make() -> None:
+    q = Qdisc("fq_codel", "0:", "root", 10240, "packets", 10240, 3000000, 57, 0)
+    d = diagnose.diagnose(drop(), facts("QDISC_DROP", QdiscStats("eth0", (q,)), iface="eth0"))
+    assert d.category is Category.QDISC
+    assert "fq_codel qdisc 0: (root) on eth0 in netns node, limit 10240 packets" in d.explanation
+    assert d.fix is not None and "tc qdisc change dev eth0 root handle 0: fq_codel limit N" in d.fix
+
+
+def test_a_queue_drop_on_a_veth_whose_peer_is_down_is_link_down_not_qdisc() -> None:
+    here = dev("r-srv", carrier=False, operstate="LOWERLAYERDOWN")
+    peer = dev("eth0", up=False, carrier=False, operstate="DOWN")
+    state = LinkState(here, peer, "server")
+    q = Qdisc("noqueue", "0:", "root", None, None, 0, 0, 0, 0)
+    f = facts("QDISC_DROP", state, QdiscStats("r-srv", (q,)), iface="r-srv")
+    d = diagnose.diagnose(drop(), f)
+    assert d.category is Category.LINK_DOWN
+    assert "its veth peer eth0 in netns server is down (DOWN)" in d.explanation
+    assert d.fix == (
+        "ip link set eth0 up in netns server, or find why it went down (the pod or container on"
+        " that end stopped?)"
+    )
+    assert evidence_json((state,))["link"]["peer"] == {  # type: ignore[index]
+        "dev": "eth0",
+        "netns": "server",
+        "up": False,
+        "carrier": False,
+        "operstate": "DOWN",
+    }

@@ -13,19 +13,23 @@ from tracer.diagnose import (
     bridge_netfilter,
     conntrack,
     forwarding,
+    link,
     mtu,
     neighbour,
     netfilter,
     no_socket,
+    qdisc,
     routing,
     rp_filter,
+    tc,
 )
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.findings import Finding, NamespaceFacts
 
 # In the order their evidence decides: forwarding before routing (a router with forwarding
-# off also has no route for the packet), conntrack INVALID before any other rule.
+# off also has no route for the packet), conntrack INVALID before any other rule, a link
+# with no carrier before the (noop) queue that drops for it.
 CAUSES: tuple[Cause, ...] = (
     rp_filter.CAUSE,
     forwarding.CAUSE,
@@ -36,6 +40,9 @@ CAUSES: tuple[Cause, ...] = (
     netfilter.CAUSE,
     neighbour.CAUSE,
     no_socket.CAUSE,
+    link.CAUSE,
+    tc.CAUSE,
+    qdisc.CAUSE,
 )
 # Reasons no cause module owns (yet), with what they alone say.
 _OTHER: dict[str, str] = {
@@ -46,9 +53,6 @@ _OTHER: dict[str, str] = {
     "UDP_CSUM": "a bad UDP checksum",
     "PKT_TOO_SMALL": "a truncated packet",
     "OTHERHOST": "sent to another host's MAC address",
-    "TC_INGRESS": "a tc ingress filter dropped it",
-    "TC_EGRESS": "a tc egress filter dropped it",
-    "QDISC_DROP": "the queueing discipline dropped it (queue full)",
     "SOCKET_RCVBUFF": "the receiving socket's buffer was full",
 }
 # Drops that are the network working as designed: frames for another host's MAC, IPv6

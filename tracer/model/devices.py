@@ -76,3 +76,108 @@ class PacketTooBig(Evidence):
                 tunnel |= {"lower": self.lower.name, "lower_mtu": self.lower.mtu}
             out["tunnel"] = tunnel
         return {"mtu": out}
+
+
+def _state(link: Link) -> dict[str, Json]:
+    return {"up": link.up, "carrier": link.carrier, "operstate": link.operstate}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState(Evidence):
+    """A device a packet was sent on, and for a veth the other end (maybe in another
+    namespace), whose state decides whether anything can cross."""
+
+    dev: Link
+    peer: Link | None = None
+    peer_netns: str | None = None
+
+    @property
+    def down(self) -> bool:
+        return not self.dev.up or self.dev.carrier is False or self.dev.operstate == "DOWN"
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"dev": self.dev.name, "kind": self.dev.kind}
+        out |= _state(self.dev)
+        if self.peer is not None:
+            peer: dict[str, Json] = {"dev": self.peer.name, "netns": self.peer_netns}
+            out["peer"] = peer | _state(self.peer)
+        return {"link": out}
+
+
+@dataclass(frozen=True, slots=True)
+class TcProgram:
+    """A tc filter, or a BPF program attached with tcx (6.6+), on one device and direction."""
+
+    attach: str  # tc (a classifier under clsact/ingress) or tcx (a BPF link)
+    kind: str  # bpf, u32, flower, ...
+    name: str | None = None  # the BPF program's own name (e.g. cil_from_container)
+    prog_id: int | None = None
+    tag: str | None = None
+    section: str | None = None  # cls_bpf's object:[section]
+    pref: int | None = None  # the filter's priority (to delete it: tc filter del ... pref N)
+
+    def json(self) -> dict[str, Json]:
+        return {
+            "attach": self.attach,
+            "kind": self.kind,
+            "name": self.name,
+            "id": self.prog_id,
+            "tag": self.tag,
+            "section": self.section,
+            "pref": self.pref,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TcFilters(Evidence):
+    """What runs on the device in the direction that dropped the packet."""
+
+    dev: str
+    direction: str  # ingress or egress
+    programs: tuple[TcProgram, ...]
+
+    def json(self) -> dict[str, Json]:
+        return {
+            "tc": {
+                "dev": self.dev,
+                "direction": self.direction,
+                "programs": [p.json() for p in self.programs],
+            }
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Qdisc:
+    kind: str
+    handle: str  # 8001:
+    parent: str  # root, or the parent class
+    limit: int | None  # packets or bytes (limit_unit), as the qdisc counts them
+    limit_unit: str | None
+    qlen: int
+    backlog: int  # bytes queued
+    drops: int
+    overlimits: int
+
+    def json(self) -> dict[str, Json]:
+        return {
+            "kind": self.kind,
+            "handle": self.handle,
+            "parent": self.parent,
+            "limit": self.limit,
+            "limit_unit": self.limit_unit,
+            "qlen": self.qlen,
+            "backlog": self.backlog,
+            "drops": self.drops,
+            "overlimits": self.overlimits,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QdiscStats(Evidence):
+    """The queueing disciplines of the device that dropped, the one that drops first."""
+
+    dev: str
+    qdiscs: tuple[Qdisc, ...]  # the dropping one first (most drops since the last look)
+
+    def json(self) -> dict[str, Json]:
+        return {"qdisc": {"dev": self.dev, "qdiscs": [q.json() for q in self.qdiscs]}}

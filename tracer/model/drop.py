@@ -38,6 +38,9 @@ class Category(StrEnum):
     CONNTRACK = "conntrack"
     BRIDGE_NETFILTER = "bridge_netfilter"
     MTU = "mtu"
+    LINK_DOWN = "link_down"
+    TC = "tc"
+    QDISC = "qdisc"
     OTHER = "other"
 
 
