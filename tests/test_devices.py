@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Droptrace, MakeNetns, routed_udp_topology, send_udp, sh
+from tests.helpers import Droptrace, MakeNetns, routed_udp_topology, run_cli, send_udp, sh
 from tracer import libbpf
 from tracer.system import netns as system_netns
 from tracer.system.ifaces import index_of
@@ -190,3 +190,5 @@ def test_a_veth_whose_peer_is_down_is_link_down_with_the_peer_and_its_namespace(
     assert f"its veth peer eth0 in netns {server} is down" in ev["explanation"]
     assert ev["fix"].startswith(f"ip link set eth0 up in netns {server}")
     assert "qdisc" not in ev["evidence"]
+    doctor = run_cli("doctor", "--netns", router)
+    assert doctor.rc == 1 and "r-srv in netns" in doctor.stdout and "no carrier" in doctor.stdout

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from tracer import diagnose
-from tracer.diagnose import bridge_netfilter, conntrack, forwarding, mtu, rp_filter
+from tracer.diagnose import bridge_netfilter, conntrack, forwarding, link, mtu, rp_filter
 from tracer.model import Category, Drop, Facts, Rule
 from tracer.model.devices import (
     Link,
@@ -400,3 +400,10 @@ def test_a_queue_drop_on_a_veth_whose_peer_is_down_is_link_down_not_qdisc() -> N
         "carrier": False,
         "operstate": "DOWN",
     }
+
+
+def test_doctor_flags_a_device_that_is_up_with_no_carrier() -> None:
+    gone = dev("veth9", carrier=False, operstate="LOWERLAYERDOWN")
+    f = NamespaceFacts("node", {}, ["eth0"], [], False, {}, links=[gone, dev("eth0")])
+    (finding,) = link.doctor(f)
+    assert finding.level is Level.WARN and finding.what.startswith("veth9 in netns node up but")

@@ -8,6 +8,7 @@ from tracer.diagnose.base import Cause, Read, Site
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.devices import LinkState
 from tracer.model.evidence import Evidence
+from tracer.model.findings import Finding, Level, NamespaceFacts
 from tracer.system import links
 
 # Where a packet for a device that cannot send ends: its (noop) queue, or the driver.
@@ -62,11 +63,28 @@ def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:
     return Diagnosis(Category.LINK_DOWN, explanation, fix)
 
 
+def doctor(f: NamespaceFacts) -> list[Finding]:
+    """Devices set up whose other end is not: whatever is routed to them is dropped."""
+    dead = sorted(x.name for x in f.links if x.up and x.carrier is False)
+    if not dead:
+        return []
+    return [
+        Finding(
+            Level.WARN,
+            f"{', '.join(dead)} in {f.where} up but with no carrier (the other end is down):"
+            " packets sent there are dropped",
+            "bring the other end up (a veth's peer: ip -n PEER-NETNS link set PEER up),"
+            " or remove the device and its routes",
+        )
+    ]
+
+
 CAUSE = Cause(
     "link",
     Category.LINK_DOWN,
     reasons={"DEV_READY": "the device was not up or ready to send it"},
     diagnose=diagnose,
     evidence=evidence,
+    doctor=doctor,
     fix="bring the device (and a veth's peer) up",
 )
