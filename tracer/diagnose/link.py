@@ -64,8 +64,9 @@ def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:
 
 
 def doctor(f: NamespaceFacts) -> list[Finding]:
-    """Devices set up whose other end is not: whatever is routed to them is dropped."""
-    dead = sorted(x.name for x in f.links if x.up and x.carrier is False)
+    """veths set up whose peer is not: whatever is routed to them is dropped. (A bridge with
+    no ports has no carrier either, and that is normal.)"""
+    dead = sorted(x.name for x in f.links if x.kind == "veth" and x.up and x.carrier is False)
     if not dead:
         return []
     return [
