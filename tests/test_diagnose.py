@@ -26,6 +26,7 @@ from tracer.model.evidence import (
     Dnat,
     Evidence,
     Forwarding,
+    IfaceFromRoute,
     NextHop,
     RouteLookup,
     Routing,
@@ -407,3 +408,7 @@ def test_doctor_flags_a_device_that_is_up_with_no_carrier() -> None:
     f = NamespaceFacts("node", {}, ["eth0"], [], False, {}, links=[gone, dev("eth0")])
     (finding,) = link.doctor(f)
     assert finding.level is Level.WARN and finding.what.startswith("veth9 in netns node up but")
+
+
+def test_an_iface_taken_from_the_route_says_so_in_the_evidence() -> None:
+    assert evidence_json((IfaceFromRoute("eth0"),)) == {"iface_from": "route"}

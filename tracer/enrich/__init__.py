@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from tracer.causes.facts import facts as cause_facts
 from tracer.diagnose.base import Site
-from tracer.enrich.evidence import EvidenceCache
+from tracer.enrich.evidence import EvidenceCache, egress_read
 from tracer.enrich.pods import PodIdentity
 from tracer.enrich.podtypes import Pod
 from tracer.enrich.rules import RuleFinder
 from tracer.model import Drop, Facts, PodRef, Rule
-from tracer.model.evidence import Dnat, Evidence, PodInterfaces
+from tracer.model.evidence import Dnat, Evidence, IfaceFromRoute, PodInterfaces
 from tracer.system.conntrack import ConntrackLookups
 from tracer.system.counters import Deltas
 from tracer.system.ifaces import IfaceNames
@@ -48,6 +48,11 @@ class Enricher:
         iface = self.ifaces.name(drop.netns, drop.ifindex)
         ref = self.netns.lookup(drop.netns)
         evidence: list[Evidence] = []
+        if iface is None and not drop.ifindex and ref is not None and drop.dst is not None:
+            # Sent here and dropped before it had a device: the one its route leaves by.
+            routed = self._evidence.cached(egress_read(drop, ref))
+            evidence += routed
+            iface = next((e.iface for e in routed if isinstance(e, IfaceFromRoute)), None)
         if ref is not None:
             site = Site(
                 drop, reason, location, iface, ref, self.netns, self._conntrack, self._deltas

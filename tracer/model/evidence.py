@@ -224,6 +224,17 @@ class CauseHook(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class IfaceFromRoute(Evidence):
+    """A packet this namespace sent, dropped before it had a device (netfilter's OUTPUT,
+    conntrack): `iface` is where its route leaves, as the kernel would route it."""
+
+    iface: str
+
+    def json(self) -> dict[str, Json]:
+        return {"iface_from": "route"}
+
+
+@dataclass(frozen=True, slots=True)
 class PodInterfaces(Evidence):
     """The host-side interfaces of the pods at either end."""
 
