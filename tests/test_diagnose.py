@@ -412,3 +412,55 @@ def test_doctor_flags_a_device_that_is_up_with_no_carrier() -> None:
 
 def test_an_iface_taken_from_the_route_says_so_in_the_evidence() -> None:
     assert evidence_json((IfaceFromRoute("eth0"),)) == {"iface_from": "route"}
+
+
+def v6drop(dst: str = "2001:db8:2::2") -> Drop:
+    return Drop(0, 0, 0, 1, 2, 57, 0, 0x86DD, 17, IPv6Address("2001:db8:1::2"),
+                IPv6Address(dst), 4000, 7777, None, None, 1)  # fmt: skip
+
+
+def test_ipv6_forwarding_off_is_the_ipv6_all_switch_not_the_ipv4_sysctls() -> None:
+    fwd = Forwarding("r-cli", None, 0, 0, "ipv6", 0)
+    route = unicast("2001:db8:2::2", "r-srv")
+    f = facts("IP_INADDRERRORS", fwd, Routing(route, route), iface="r-cli", location="ip6_forward")
+    d = diagnose.diagnose(v6drop(), f)
+    assert d.category is Category.FORWARDING_DISABLED
+    assert "IPv6 forwarding is disabled in netns node (net.ipv6.conf.all.forwarding=0," in (
+        d.explanation
+    )
+    assert d.fix is not None and d.fix.startswith(forwarding.IPV6_FORWARD_ON)
+    assert "net.ipv6.conf.r-cli.force_forwarding=1" in d.fix
+    assert evidence_json((fwd,))["forwarding"] == {
+        "family": "ipv6",
+        "all": 0,
+        "r-cli": 0,
+        "force_forwarding": 0,
+    }
+
+
+def test_ipv6_force_forwarding_on_one_interface_is_not_forwarding_disabled() -> None:
+    assert not Forwarding("r-cli", None, 0, 0, "ipv6", 1).disabled
+
+
+def test_no_ipv6_route_is_no_route_whatever_ipv6_forwarding_says() -> None:
+    missing = RouteLookup("2001:db8:9::2", "none", error="Network is unreachable")
+    fwd = Forwarding("r-cli", None, 0, 0, "ipv6", 0)
+    f = facts("IP_INNOROUTES", fwd, Routing(missing, missing), location="ip6_pkt_discard")
+    d = diagnose.diagnose(v6drop("2001:db8:9::2"), f)
+    assert d.category is Category.NO_ROUTE
+    assert d.fix is not None and "ip -6 route add" in d.fix
+
+
+def test_doctor_flags_ipv6_forwarding_off_on_a_dual_stack_router() -> None:
+    f = NamespaceFacts(
+        "node",
+        {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 0},
+        ["eth0", "eth1"],
+        [],
+        False,
+        {},
+        interfaces6=["eth0", "eth1"],
+    )
+    (finding,) = forwarding.doctor(f)
+    assert finding.level is Level.FAIL and "IPv6 forwarding off in netns node" in finding.what
+    assert finding.fix == f"{forwarding.IPV6_FORWARD_ON} in netns node"

@@ -10,7 +10,7 @@ from tracer.hooks import DropTracer
 from tracer.model.findings import Finding, Level, NamespaceFacts
 from tracer.model.tracing import Filters, HookReport, HookState
 from tracer.system import host, links, netns
-from tracer.system.iptables import parse_iptables_save
+from tracer.system.iptables import SAVES, parse_iptables_save
 from tracer.system.kernel import DropReasons
 from tracer.system.netns import NetnsRef
 
@@ -20,7 +20,7 @@ _BUILTIN_CHAINS = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
 def gather(ref: NetnsRef) -> NamespaceFacts:
     path = ref.path
     drops = []
-    for cmd, family in (("iptables-nft-save", "ipv4"), ("iptables-legacy-save", "ipv4")):
+    for cmd, family in SAVES:
         text = netns.command(path, cmd, "-c")
         for r in parse_iptables_save(text, family):
             if r.matches_everything and r.rule.chain not in _BUILTIN_CHAINS:
@@ -34,6 +34,7 @@ def gather(ref: NetnsRef) -> NamespaceFacts:
         rule_counts=host.rule_counts(path),
         unconditional_drops=drops,
         links=links.all_links(path),
+        interfaces6=host.addressed_interfaces(path, family=10),
     )
 
 

@@ -85,14 +85,28 @@ class RpFilter(Evidence):
 
 @dataclass(frozen=True, slots=True)
 class Forwarding(Evidence):
-    """The forwarding sysctls of the namespace that received a packet to route."""
+    """The forwarding sysctls of the namespace that received a packet to route: IPv4's
+    (ip_forward, conf.all and conf.<iface>.forwarding), or IPv6's (conf.all.forwarding
+    decides; conf.<iface>.force_forwarding, 6.17+, turns it on for one interface)."""
 
     iface: str
     ip_forward: int | None
     all: int | None
     on_iface: int | None
+    family: str = "ipv4"
+    force: int | None = None  # IPv6: conf.<iface>.force_forwarding (None: an older kernel)
+
+    @property
+    def disabled(self) -> bool:
+        """Whether the kernel refuses to forward what arrives on iface."""
+        if self.family == "ipv6":
+            return self.all == 0 and not self.force
+        return self.on_iface == 0
 
     def json(self) -> dict[str, Json]:
+        if self.family == "ipv6":
+            v6: dict[str, Json] = {"family": "ipv6", "all": self.all, self.iface: self.on_iface}
+            return {"forwarding": v6 | _present({"force_forwarding": self.force})}
         values: dict[str, Json] = {"ip_forward": self.ip_forward, "all": self.all}
         values[self.iface] = self.on_iface
         return {"forwarding": values}

@@ -33,6 +33,7 @@ class NamespaceFacts:
     rule_counts: dict[str, int]  # iptables rules per backend (nft, legacy)
     unconditional_drops: list[str] = field(default_factory=list)  # rule texts, user chains
     links: list[Link] = field(default_factory=list)  # every device, lo included
+    interfaces6: list[str] = field(default_factory=list)  # with a global IPv6 address
 
     @property
     def where(self) -> str:
@@ -40,5 +41,6 @@ class NamespaceFacts:
 
     @property
     def routes_packets(self) -> bool:
-        """Several addressed interfaces or a bridge: the namespace forwards between them."""
-        return len(self.interfaces) >= 2 or bool(self.bridges)
+        """Several addressed interfaces (IPv4 or IPv6) or a bridge: the namespace forwards
+        between them."""
+        return len(self.interfaces) >= 2 or len(self.interfaces6) >= 2 or bool(self.bridges)
