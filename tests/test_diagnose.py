@@ -13,6 +13,7 @@ from tracer import diagnose
 from tracer.diagnose import bridge_netfilter, conntrack, forwarding, link, mtu, rp_filter
 from tracer.model import Category, Drop, Facts, Rule
 from tracer.model.devices import (
+    ChecksumFacts,
     Link,
     LinkState,
     PacketTooBig,
@@ -464,3 +465,19 @@ def test_doctor_flags_ipv6_forwarding_off_on_a_dual_stack_router() -> None:
     (finding,) = forwarding.doctor(f)
     assert finding.level is Level.FAIL and "IPv6 forwarding off in netns node" in finding.what
     assert finding.fix == f"{forwarding.IPV6_FORWARD_ON} in netns node"
+
+
+def test_a_bad_checksum_on_a_vxlan_device_names_the_offload_bug() -> None:
+    c = ChecksumFacts("flannel.1", "vxlan", {"rx-checksum": True}, csum_errors={"udp": 40})
+    d = diagnose.diagnose(drop(), facts("UDP_CSUM", c, iface="flannel.1"))
+    assert d.category is Category.CHECKSUM
+    assert "InCsumErrors (udp) is 40" in d.explanation and "calico#3145" in d.explanation
+    assert d.fix is not None and "ethtool -K flannel.1 tx-checksum-ip-generic off" in d.fix
+
+
+def test_a_bad_checksum_from_a_veth_says_it_was_wrong_when_sent() -> None:
+    c = ChecksumFacts("eth0", "veth", {}, "vethab", "host", {"tx-checksum-ip-generic": True})
+    d = diagnose.diagnose(drop(), facts("TCP_CSUM", c, iface="eth0"))
+    assert d.category is Category.CHECKSUM
+    assert "sent on vethab in netns host (tx checksum offload on there)" in d.explanation
+    assert d.fix is not None and d.fix.startswith("the receiver cannot repair it")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tracer.diagnose import (
     bridge_netfilter,
+    checksum,
     conntrack,
     forwarding,
     link,
@@ -43,14 +44,13 @@ CAUSES: tuple[Cause, ...] = (
     link.CAUSE,
     tc.CAUSE,
     qdisc.CAUSE,
+    checksum.CAUSE,
 )
 # Reasons no cause module owns (yet), with what they alone say.
 _OTHER: dict[str, str] = {
     "SOCKET_FILTER": "a socket filter (e.g. BPF on the socket) dropped it",
     "TCP_INVALID_SEQUENCE": "a TCP segment outside the receive window",
     "IP_INHDR": "a malformed IP header",
-    "IP_CSUM": "a bad IP checksum",
-    "UDP_CSUM": "a bad UDP checksum",
     "PKT_TOO_SMALL": "a truncated packet",
     "OTHERHOST": "sent to another host's MAC address",
     "SOCKET_RCVBUFF": "the receiving socket's buffer was full",

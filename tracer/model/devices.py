@@ -181,3 +181,32 @@ class QdiscStats(Evidence):
 
     def json(self) -> dict[str, Json]:
         return {"qdisc": {"dev": self.dev, "qdiscs": [q.json() for q in self.qdiscs]}}
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksumFacts(Evidence):
+    """Where a packet with a bad checksum arrived, who handed it over, and the counters."""
+
+    dev: str
+    kind: str | None  # veth, vxlan, geneve, ... (None: a NIC)
+    rx_features: dict[str, bool]  # the receiving device's checksum offloads
+    sender: str | None = None  # a veth's peer: the device the packet was sent on
+    sender_netns: str | None = None
+    sender_features: dict[str, bool] | None = None
+    csum_errors: dict[str, int] | None = None  # InCsumErrors by protocol, in this namespace
+    moved: dict[str, int] | None = None  # since droptrace's previous look
+
+    @property
+    def tunnel(self) -> bool:
+        return self.kind in ("vxlan", "geneve")
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"dev": self.dev, "kind": self.kind}
+        out["features"] = dict(self.rx_features)
+        if self.sender is not None:
+            sender: dict[str, Json] = {"dev": self.sender, "netns": self.sender_netns}
+            sender["features"] = dict(self.sender_features or {})
+            out["sender"] = sender
+        out["in_csum_errors"] = dict(self.csum_errors) if self.csum_errors is not None else None
+        out["moved"] = dict(self.moved) if self.moved is not None else None
+        return {"checksum": out}

@@ -41,6 +41,7 @@ class Category(StrEnum):
     LINK_DOWN = "link_down"
     TC = "tc"
     QDISC = "qdisc"
+    CHECKSUM = "checksum"
     OTHER = "other"
 
 
