@@ -33,6 +33,7 @@ from tracer.model.evidence import (
     Routing,
     RpFilter,
     RuleSource,
+    TcpCounters,
     evidence_json,
 )
 from tracer.model.findings import Level, NamespaceFacts
@@ -481,3 +482,26 @@ def test_a_bad_checksum_from_a_veth_says_it_was_wrong_when_sent() -> None:
     assert d.category is Category.CHECKSUM
     assert "sent on vethab in netns host (tx checksum offload on there)" in d.explanation
     assert d.fix is not None and d.fix.startswith("the receiver cannot repair it")
+
+
+def test_a_retransmission_of_data_already_received_is_tcp_working_and_benign() -> None:
+    d = diagnose.diagnose(drop(), facts("TCP_OLD_DATA", location="tcp_validate_incoming"))
+    assert (d.category, d.benign, d.fix) == (Category.TCP, True, None)
+    assert "the protocol working" in d.explanation
+
+
+def test_a_zero_window_is_tcp_but_not_benign_and_says_the_reader_is_slow() -> None:
+    d = diagnose.diagnose(drop(), facts("TCP_ZEROWINDOW", location="tcp_data_queue"))
+    assert (d.category, d.benign) == (Category.TCP, False)
+    assert d.fix is not None and "reads too slowly" in d.fix
+
+
+def test_an_unnamed_tcp_drop_with_the_accept_queue_overflowing_is_not_hidden() -> None:
+    full = TcpCounters({"ListenOverflows": 9, "ListenDrops": 9}, {"ListenOverflows": 3}, 4096)
+    d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", full, location="tcp_v4_rcv"))
+    assert (d.category, d.benign) == (Category.TCP, False)
+    assert "accept queue of the listener on 198.18.0.5:40000 is full" in d.explanation
+    assert "ListenOverflows +3, net.core.somaxconn=4096" in d.explanation
+    calm = TcpCounters({"ListenOverflows": 9, "ListenDrops": 9}, {}, 4096)
+    d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", calm, location="tcp_v4_rcv"))
+    assert (d.category, d.benign) == (Category.TCP, True)

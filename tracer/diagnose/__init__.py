@@ -23,6 +23,7 @@ from tracer.diagnose import (
     routing,
     rp_filter,
     tc,
+    tcp,
 )
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
@@ -45,11 +46,11 @@ CAUSES: tuple[Cause, ...] = (
     tc.CAUSE,
     qdisc.CAUSE,
     checksum.CAUSE,
+    tcp.CAUSE,
 )
 # Reasons no cause module owns (yet), with what they alone say.
 _OTHER: dict[str, str] = {
     "SOCKET_FILTER": "a socket filter (e.g. BPF on the socket) dropped it",
-    "TCP_INVALID_SEQUENCE": "a TCP segment outside the receive window",
     "IP_INHDR": "a malformed IP header",
     "PKT_TOO_SMALL": "a truncated packet",
     "OTHERHOST": "sent to another host's MAC address",

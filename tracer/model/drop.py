@@ -42,6 +42,7 @@ class Category(StrEnum):
     TC = "tc"
     QDISC = "qdisc"
     CHECKSUM = "checksum"
+    TCP = "tcp"
     OTHER = "other"
 
 

@@ -238,6 +238,25 @@ class CauseHook(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class TcpCounters(Evidence):
+    """The namespace's TCP listener counters (TcpExt) at a TCP drop, and how they moved."""
+
+    values: dict[str, int]  # ListenOverflows, ListenDrops
+    moved: dict[str, int] | None  # None: droptrace's first look at this namespace
+    somaxconn: int | None
+
+    def grew(self, name: str) -> int:
+        """How much a counter grew since the previous look (its total at the first look)."""
+        return self.values.get(name, 0) if self.moved is None else self.moved.get(name, 0)
+
+    def json(self) -> dict[str, Json]:
+        tcp: dict[str, Json] = dict(self.values)
+        tcp["moved"] = dict(self.moved) if self.moved is not None else None
+        tcp["somaxconn"] = self.somaxconn
+        return {"tcp": tcp}
+
+
+@dataclass(frozen=True, slots=True)
 class IfaceFromRoute(Evidence):
     """A packet this namespace sent, dropped before it had a device (netfilter's OUTPUT,
     conntrack): `iface` is where its route leaves, as the kernel would route it."""
