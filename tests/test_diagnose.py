@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from tracer import diagnose
-from tracer.diagnose import bridge_netfilter, conntrack, forwarding, link, mtu, rp_filter
+from tracer.diagnose import (
+    bridge_netfilter,
+    conntrack,
+    forwarding,
+    link,
+    martian,
+    mtu,
+    rp_filter,
+)
 from tracer.model import Category, Drop, Facts, Rule
 from tracer.model.devices import (
     ChecksumFacts,
@@ -28,6 +36,7 @@ from tracer.model.evidence import (
     Evidence,
     Forwarding,
     IfaceFromRoute,
+    Martian,
     NextHop,
     RouteLookup,
     Routing,
@@ -505,3 +514,23 @@ def test_an_unnamed_tcp_drop_with_the_accept_queue_overflowing_is_not_hidden() -
     calm = TcpCounters({"ListenOverflows": 9, "ListenDrops": 9}, {}, 4096)
     d = diagnose.diagnose(drop(), facts("NOT_SPECIFIED", calm, location="tcp_v4_rcv"))
     assert (d.category, d.benign) == (Category.TCP, True)
+
+
+def test_a_local_source_from_outside_is_a_martian_with_accept_local() -> None:
+    route = RouteLookup("192.0.2.1", "local", oif="lo", table=255)
+    m = Martian("source", "192.0.2.1", "local", route, accept_local=0, route_localnet=0)
+    f = facts("IP_LOCAL_SOURCE", m, iface="r-cli", location="ip_rcv_finish_core")
+    d = diagnose.diagnose(drop("192.0.2.1", "198.51.100.2"), f)
+    assert d.category is Category.MARTIAN
+    assert "source 192.0.2.1 (local)" in d.explanation and "accept_local=0" in d.explanation
+    assert d.fix is not None and "net.ipv4.conf.r-cli.accept_local=1 in netns node" in d.fix
+
+
+def test_an_older_kernels_unnamed_drop_of_a_loopback_destination_is_a_martian() -> None:
+    m = Martian("destination", "127.0.0.1", "loopback", None, 0, 0)
+    f = facts("NOT_SPECIFIED", m, iface="eth0", location="ip_rcv_finish_core")
+    d = diagnose.diagnose(drop("192.0.2.2", "127.0.0.1"), f)
+    assert d.category is Category.MARTIAN
+    assert d.fix is not None and "route_localnet=1" in d.fix
+    assert martian.kind_of(IPv4Address("0.0.0.0")) == "zero"
+    assert martian.kind_of(IPv4Address("198.51.100.7")) is None

@@ -15,6 +15,7 @@ from tracer.diagnose import (
     conntrack,
     forwarding,
     link,
+    martian,
     mtu,
     neighbour,
     netfilter,
@@ -34,6 +35,7 @@ from tracer.model.findings import Finding, NamespaceFacts
 # with no carrier before the (noop) queue that drops for it.
 CAUSES: tuple[Cause, ...] = (
     rp_filter.CAUSE,
+    martian.CAUSE,
     forwarding.CAUSE,
     routing.CAUSE,
     mtu.CAUSE,

@@ -43,6 +43,7 @@ class Category(StrEnum):
     QDISC = "qdisc"
     CHECKSUM = "checksum"
     TCP = "tcp"
+    MARTIAN = "martian"
     OTHER = "other"
 
 

@@ -238,6 +238,25 @@ class CauseHook(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class Martian(Evidence):
+    """An address the kernel refuses on the wire: which end, what kind of address it is, how
+    the namespace routes it, and the sysctls that would let it through."""
+
+    end: str  # source or destination
+    addr: str
+    kind: str  # local, zero, multicast, broadcast, loopback, reserved, subnet broadcast
+    route: RouteLookup | None
+    accept_local: int | None = None  # conf.<iface>: a local source from outside is allowed
+    route_localnet: int | None = None  # conf.<iface>: 127/8 is routed on other devices
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"end": self.end, "addr": self.addr, "kind": self.kind}
+        out["route"] = self.route.json() if self.route is not None else None
+        out |= _present({"accept_local": self.accept_local, "route_localnet": self.route_localnet})
+        return {"martian": out}
+
+
+@dataclass(frozen=True, slots=True)
 class TcpCounters(Evidence):
     """The namespace's TCP listener counters (TcpExt) at a TCP drop, and how they moved."""
 
