@@ -12,9 +12,11 @@ from tracer.commands.agent import serve
 from tracer.commands.common import (
     Seconds,
     ip_option,
+    namespace_option,
     netns_gone,
     netns_option,
     one_line_errors,
+    pod_option,
     sink,
     tell,
 )
@@ -27,12 +29,8 @@ from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--pod",
-    metavar="NAME",
-    help="Only drops of this pod's traffic (its addresses, filtered in the kernel).",
-)
-@click.option("-n", "--namespace", metavar="NAMESPACE", help="The --pod's Kubernetes namespace.")
+@pod_option
+@namespace_option
 @netns_option
 @ip_option
 @click.option(
