@@ -166,6 +166,7 @@ def test_a_tbf_queue_with_no_room_is_qdisc_with_its_limit_backlog_and_drops(
 def test_a_veth_whose_peer_is_down_is_link_down_with_the_peer_and_its_namespace(
     netns: MakeNetns,
 ) -> None:
+    routed_udp_topology(netns)  # a decoy: the same ifindexes, its server's eth0 up
     client, router, server = routed_udp_topology(netns)
     static_neighbour(router, "198.51.100.2", "r-srv", server, "eth0")
     sh("ip", "link", "set", "eth0", "down", ns=server)

@@ -53,7 +53,12 @@ def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:
             " (the pod or container on that end stopped?)"
         )
     else:
-        other = "its veth peer could not be found" if dev.kind == "veth" else "the link is down"
+        if peer is not None:
+            other = f"its veth peer {peer.name} in netns {s.peer_netns} is {peer.operstate}"
+        elif dev.kind == "veth":
+            other = "its veth peer is in a namespace droptrace cannot name"
+        else:
+            other = "the link is down"
         explanation = f"{dev.name} {ns} has no carrier (operstate {dev.operstate}): {other}"
         fix = f"bring the other end of {dev.name} up (cable, switch port, veth peer)"
     explanation += (

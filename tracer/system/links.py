@@ -3,6 +3,7 @@ end of a veth, which may be in another namespace."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +65,42 @@ def peer(
     link: Link, here: netns.NetnsRef, names: netns.NetnsNames
 ) -> tuple[Link, netns.NetnsRef] | None:
     """The other end of a veth: the device whose IFLA_LINK points back at this one, in this
-    namespace or (with a link-netnsid) in another that droptrace can name."""
+    namespace or in the one its link-netnsid names. Ifindexes repeat across namespaces
+    (every pod's eth0 is 2), so the namespace is matched by its id as seen from here."""
     if link.kind != "veth" or link.link_index is None:
         return None
-    where = (
-        [here] if link.link_netnsid is None else [r for r in names.all() if r.inode != here.inode]
-    )
-    for ref in where:
-        try:
-            other = find(ref.path, index=link.link_index)
-        except OSError:
-            continue
-        if other is None or other.kind != "veth" or other.link_index != link.index:
-            continue
-        if (ref.inode == here.inode) == (other.link_netnsid is None):
-            return other, ref
-    return None
+    if link.link_netnsid is None:
+        where: netns.NetnsRef | None = here
+    else:
+        where = _by_nsid(here, names.all(), link.link_netnsid)
+    if where is None:
+        return None
+    other = find(where.path, index=link.link_index)
+    if other is None or other.kind != "veth" or other.link_index != link.index:
+        return None
+    return other, where
+
+
+def _by_nsid(
+    here: netns.NetnsRef, candidates: list[netns.NetnsRef], nsid: int
+) -> netns.NetnsRef | None:
+    """The namespace that `here` knows by `nsid` (RTM_GETNSID with each candidate's fd)."""
+
+    def match() -> netns.NetnsRef | None:
+        with IPRoute() as ipr:
+            for ref in candidates:
+                if ref.inode == here.inode:
+                    continue
+                try:
+                    fd = os.open(ref.path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    answer = ipr.get_netnsid(fd=fd)
+                finally:
+                    os.close(fd)
+                if answer is not None and answer.get("nsid") == nsid:
+                    return ref
+        return None
+
+    return netns.run_in(here.path, match)
