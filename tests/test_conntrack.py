@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import (
     Droptrace,
     MakeNetns,
+    Result,
     background,
     routed_udp_topology,
     send_udp,
@@ -28,6 +29,7 @@ _FLOWS = 16
 _SERVER = """
 import socket, time
 l = socket.socket(); l.bind(("0.0.0.0", 8080)); l.listen(64); held = []
+print("listening", flush=True)
 while True: held.append(l.accept())
 """
 _CLIENT = f"""
@@ -53,6 +55,23 @@ def count_in(ns: str) -> int:
     return int(sh("cat", "/proc/sys/net/netfilter/nf_conntrack_count", ns=ns).stdout)
 
 
+def is_udp(e: dict[str, Any]) -> bool:
+    return e["dport"] == 7777 and e["reason"] == "NETFILTER_DROP"
+
+
+def overflow(client: str, router: str) -> Result:
+    """The router's table lowered to what it holds, one new flow sent, the drop read."""
+    entries = count_in(router)
+    assert entries >= _FLOWS
+    with Droptrace("--json", "--netns", router, "--duration", "20") as dt:
+        with conntrack_max(entries):
+            send_udp(client, "198.51.100.2", 7777, n=3)
+            seen = dt.wait_event(is_udp)
+        assert seen, dt.wait().stderr
+        dt.interrupt()
+        return dt.wait()
+
+
 def test_full_conntrack_table_is_conntrack_not_a_rule_with_count_max_and_top_source(
     netns: MakeNetns,
 ) -> None:
@@ -60,27 +79,17 @@ def test_full_conntrack_table_is_conntrack_not_a_rule_with_count_max_and_top_sou
     # Any conntrack match makes the router track connections, as kube-proxy's rules do.
     sh("iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
        "-j", "ACCEPT", ns=router)  # fmt: skip
-    with background(server, _SERVER), background(client, _CLIENT) as held:
-        assert held.stdout is not None and held.stdout.readline().strip() == "connected"
-        entries = count_in(router)
-        assert entries >= _FLOWS
-
-        def is_udp(e: dict[str, Any]) -> bool:
-            return e["dport"] == 7777 and e["reason"] == "NETFILTER_DROP"
-
-        with Droptrace("--json", "--netns", router, "--duration", "20") as dt:
-            with conntrack_max(entries):
-                send_udp(client, "198.51.100.2", 7777, n=3)
-                seen = dt.wait_event(is_udp)
-            assert seen, dt.wait().stderr
-            dt.interrupt()
-            res = dt.wait()
+    with background(server, _SERVER) as listening:
+        assert listening.stdout is not None and listening.stdout.readline().strip() == "listening"
+        with background(client, _CLIENT) as held:
+            assert held.stdout is not None and held.stdout.readline().strip() == "connected"
+            res = overflow(client, router)
     drops = [e for e in res.events if is_udp(e)]
     ev = drops[0]
     assert (ev["category"], ev["location"], ev["iface"]) == ("conntrack", "nf_hook_slow", "r-cli")
     assert ev["rule"] is None
     table = ev["evidence"]["conntrack"]
-    assert (table["count"], table["max"]) == (entries, entries), table
+    assert table["count"] == table["max"] >= _FLOWS, table
     assert table["stats"]["drop"] >= 1
     assert table["top_sources"][0] == {"src": "192.0.2.2", "entries": _FLOWS}
     assert "conntrack table of netns" in ev["explanation"] and "is full" in ev["explanation"]
