@@ -7,10 +7,17 @@ OBJDIR := tracer/_bpf
 CLANG ?= clang
 BPFTOOL ?= bpftool
 ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
-BPF_SRC := $(wildcard bpf/*.bpf.c)
-BPF_OBJ := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRC))
+# The kernel half: one compiled unit per hook family, linked into the one object the loader
+# opens (libbpf's static linker, `bpftool gen object`): maps used by several units are
+# defined in bpf/maps.bpf.c, linked first (see there why), and declared extern in bpf/*.h.
+# Headers hold types and helpers, never programs.
+BPF_UNITS := bpf/maps.bpf.c bpf/drop.bpf.c tracer/causes/cause.bpf.c
+BPF_PARTS := $(patsubst %.bpf.c,$(BUILD)/bpf/%.bpf.o,$(notdir $(BPF_UNITS)))
+BPF_HEADERS := $(wildcard bpf/*.h)
+BPF_OBJ := $(OBJDIR)/drop.bpf.o
+vpath %.bpf.c $(sort $(dir $(BPF_UNITS)))
 
-.PHONY: all install demo test test-kernels lint bpf bench image clean
+.PHONY: all install demo test test-kernels lint bpf wheel bench image clean
 
 all: install
 
@@ -37,25 +44,43 @@ test-kernels: install
 image: install
 	@bash scripts/image.sh
 
+# A wheel with the BPF object inside, in dist/ (compiled by the `bpf` target through setup.py).
+# setuptools packages whatever an earlier build left in build/lib: start from nothing.
+wheel: install
+	rm -rf $(BUILD)/lib $(BUILD)/bdist.*
+	$(PY) -m build --wheel --outdir dist .
+
 lint: install
-	$(VENV)/bin/ruff check tracer tests bench scripts
-	$(VENV)/bin/ruff format --check tracer tests bench scripts
+	$(VENV)/bin/ruff check tracer tests bench scripts setup.py
+	$(VENV)/bin/ruff format --check tracer tests bench scripts setup.py
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
 
-bpf: $(BPF_OBJ) $(OBJDIR)/events.h
+# OBJDIR and BUILD may be set on the command line: setup.py builds into the wheel's tree.
+bpf: $(BPF_OBJ) $(OBJDIR)/events.h $(OBJDIR)/build-id
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
-	@mkdir -p $(OBJDIR)
+$(BUILD)/bpf/%.bpf.o: %.bpf.c $(BPF_HEADERS) $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror -c $< -o $@
+
+$(OBJDIR)/drop.bpf.o: $(BPF_PARTS)
+	@mkdir -p $(@D)
+	$(BPFTOOL) gen object $@.tmp $^ && mv $@.tmp $@
 
 $(OBJDIR)/events.h: bpf/events.h
 	@mkdir -p $(OBJDIR)
 	cp $< $@
 
+# `droptrace --version`: clang writes no ELF build-id note into a BPF object, so the build id
+# is a hash of the objects (in this order), recorded with the compiler that made them.
+$(OBJDIR)/build-id: $(BPF_OBJ)
+	{ echo "build_id $$(cat $(BPF_OBJ) | sha256sum | cut -c1-16)"; \
+	  echo "objects $(notdir $(BPF_OBJ))"; \
+	  echo "compiler $$($(CLANG) --version | head -1)"; } > $@.tmp && mv $@.tmp $@
+
 clean:
-	rm -rf $(BUILD) $(OBJDIR)
+	rm -rf $(BUILD) $(OBJDIR) dist

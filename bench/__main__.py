@@ -109,7 +109,15 @@ def summarise(shape_samples: dict[str, Samples]) -> dict[str, Any]:
         if cpu:
             entry["cpu_seconds_median"] = statistics.median(cpu)
             entry["peak_rss_mb"] = max(o.peak_rss_kb for o in s.outcomes) / 1024
+            entry["startup_seconds_median"] = statistics.median(
+                o.startup_seconds for o in s.outcomes
+            )
         sums = [o.summary for o in s.outcomes if o.summary]
+        threads = [x["cpu_seconds"] for x in sums if "cpu_seconds" in x]
+        if threads:  # droptrace's own CPU by thread, median over rounds
+            entry["thread_cpu_seconds_median"] = {
+                t: statistics.median(x[t] for x in threads) for t in threads[0]
+            }
         if sums:
             entry["events_emitted"] = sum(x["shown"] for x in sums)
             entry["events_lost"] = sum(x["lost"] for x in sums)
@@ -123,16 +131,20 @@ def summarise(shape_samples: dict[str, Samples]) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| shape | configuration | median pps | min | max | ratio | tracer CPU s | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| shape | configuration | median pps | min | max | ratio | tracer CPU s"
+        " | reader / explainer CPU s | peak RSS MB | start-up s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape, configs in results["shapes"].items():
         for name, e in configs["configs"].items():
             cpu = f"{e['cpu_seconds_median']:.2f}" if "cpu_seconds_median" in e else "-"
             rss = f"{e['peak_rss_mb']:.0f}" if "peak_rss_mb" in e else "-"
+            up = f"{e['startup_seconds_median']:.2f}" if "startup_seconds_median" in e else "-"
+            t = e.get("thread_cpu_seconds_median")
+            threads = f"{t['reader']:.2f} / {t['explainer']:.2f}" if t else "-"
             lines.append(
                 f"| {shape} | {name} | {e['median']:,.0f} | {e['min']:,.0f} | {e['max']:,.0f} "
-                f"| {e['ratio']:.2f} | {cpu} | {rss} |"
+                f"| {e['ratio']:.2f} | {cpu} | {threads} | {rss} | {up} |"
             )
     return "\n".join(lines)
 
@@ -225,7 +237,12 @@ def assemble(
                 if n.startswith("bpftrace")
             },
             "tracer": {
-                n: {"cpu_seconds": e.get("cpu_seconds_median"), "peak_rss_mb": e.get("peak_rss_mb")}
+                n: {
+                    "cpu_seconds": e.get("cpu_seconds_median"),
+                    "thread_cpu_seconds": e.get("thread_cpu_seconds_median"),
+                    "peak_rss_mb": e.get("peak_rss_mb"),
+                    "startup_seconds": e.get("startup_seconds_median"),
+                }
                 for n, e in configs.items()
                 if "cpu_seconds_median" in e
             },

@@ -27,6 +27,7 @@ READY_TIMEOUT = 60.0
 class Outcome:
     cpu_seconds: float = 0.0
     peak_rss_kb: int = 0
+    startup_seconds: float = 0.0  # launch to ready ("tracing with")
     summary: dict[str, Any] = field(default_factory=dict)  # droptrace's --summary-json
 
 
@@ -57,6 +58,7 @@ class _Process(Tracer):
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="dtbench-", dir="/dev/shm"))
         self._log = self._dir / "log"
+        self._startup = 0.0
 
     def command(self, topo: Topology) -> list[str]:
         raise NotImplementedError
@@ -65,6 +67,7 @@ class _Process(Tracer):
         return self.ready in self._log.read_text(errors="replace")
 
     def start(self, topo: Topology) -> None:
+        launched = time.monotonic()
         with self._log.open("wb") as log:
             self._proc = subprocess.Popen(
                 self.command(topo),
@@ -79,7 +82,8 @@ class _Process(Tracer):
                 log_text = self._log.read_text(errors="replace")[-2000:]
                 self.kill()
                 raise RuntimeError(f"{self.name} did not start: {log_text}")
-            time.sleep(0.05)
+            time.sleep(0.01)
+        self._startup = time.monotonic() - launched
 
     def stop(self) -> Outcome:
         """SIGINT (so it ends cleanly and summarises), then wait4 for its rusage."""
@@ -98,7 +102,7 @@ class _Process(Tracer):
         finally:
             timer.cancel()
         self._proc.returncode = os.waitstatus_to_exitcode(status)
-        out = Outcome(ru.ru_utime + ru.ru_stime, ru.ru_maxrss)
+        out = Outcome(ru.ru_utime + ru.ru_stime, ru.ru_maxrss, self._startup)
         self.collect(out)
         self.cleanup()
         return out

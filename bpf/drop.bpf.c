@@ -3,7 +3,9 @@
  * kfree_skb: every packet the kernel frees as dropped, with its reason and location.
  * Three entry points for the same handler; user space loads the first the kernel accepts:
  * tp_btf (typed, 5.5+), raw_tp (4.17+), and the classic tracepoint.
- * cause.bpf.h adds the hooks that name a drop where kfree_skb gives no reason (before 5.17).
+ * tracer/causes/cause.bpf.c holds the hooks that name a drop where kfree_skb gives no reason
+ * (before 5.17); the Makefile links both into one object with the maps they share
+ * (bpf/maps.bpf.c).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -11,6 +13,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "events.h"
+#include "dt.h"
+#include "cause.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -26,47 +30,11 @@ const struct counter_key *dt_counter_layout __attribute__((unused));
 const struct dt_config *dt_config_layout __attribute__((unused));
 
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct counter_key);
 	__type(value, __u64);
 } counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DT_STAT_NR);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dt_config);
-} dt_config_map SEC(".maps");
-
-/* Flight recorder: a ring of slots per CPU, overwriting the oldest. Per CPU because a
- * shared ring would need an atomic fetch-and-add, which 5.10 kernels lack; the newest N
- * drops overall are always within the union of each CPU's newest N. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1024); /* resized from user space before load */
-	__type(key, __u32);
-	__type(value, struct drop_event);
-} recorder SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rec_head SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -89,65 +57,6 @@ struct {
 	__type(key, struct ip_key);
 	__type(value, __u8);
 } ip_filter SEC(".maps");
-
-/* Identical drops, for the stream's per-flow rate limit. Kernel-side only: not in events.h. */
-struct flow_key {
-	__u64 location;
-	__u32 reason;
-	__u32 netns;
-	__u32 ifindex;
-	__u16 sport;
-	__u16 dport;
-	__u8 saddr[DT_ADDR_LEN];
-	__u8 daddr[DT_ADDR_LEN];
-	__u8 l4proto;
-	__u8 pad[7];
-};
-
-struct flow_state {
-	__u64 window_ns; /* start of the current one-second window */
-	__u32 emitted;   /* events streamed in this window */
-	__u32 suppressed; /* held back since the flow's last event */
-};
-
-/* Per-CPU values: no lock, no atomics; the least recently seen flows make room. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct flow_key);
-	__type(value, struct flow_state);
-} flows SEC(".maps");
-
-/* The flow this CPU saw last, with its state: a storm of one flow never touches `flows`. */
-struct flow_cache {
-	struct flow_key key;
-	struct flow_state st;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct flow_cache);
-} last_flow SEC(".maps");
-
-static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-	__u64 diff = 0;
-
-	for (int i = 0; i < sizeof(*a) / 8; i++)
-		diff |= x[i] ^ y[i];
-	return diff == 0;
-}
-
-static __always_inline void stat_add(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-
-	if (v)
-		*v += 1;
-}
 
 /* The IP header and the first 8 bytes past a 40-byte one: one probe read for both layers. */
 union l3l4 {
@@ -281,21 +190,6 @@ static __always_inline void count(struct drop_event *e)
 	}
 }
 
-static __always_inline void record(struct drop_event *e, __u32 slots)
-{
-	__u32 zero = 0, slot;
-	__u64 *head = bpf_map_lookup_elem(&rec_head, &zero);
-	struct drop_event *s;
-
-	if (!head)
-		return;
-	slot = *head % slots;
-	*head += 1; /* per-CPU: no other writer */
-	s = bpf_map_lookup_elem(&recorder, &slot);
-	if (s)
-		__builtin_memcpy(s, e, sizeof(*e));
-}
-
 static __always_inline int ignored(struct dt_config *cfg, __u64 location)
 {
 	for (int i = 0; i < DT_IGNORE_NR; i++)
@@ -303,108 +197,6 @@ static __always_inline int ignored(struct dt_config *cfg, __u64 location)
 			return 1;
 	return 0;
 }
-
-/* Room for one more event? Checked before any per-flow or ring-buffer work, so a storm the
- * reader cannot keep up with costs two lock-free reads per drop, not a failed reserve. */
-static __always_inline int ring_has_room(void)
-{
-	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
-	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-
-	return used + sizeof(struct drop_event) + 8 <= size; /* 8: the record header */
-}
-
-/* Per-flow rate limit of the stream: at most `limit` events per second for identical drops
- * (same place, reason, namespace, interface, addresses, ports) on this CPU. The rest are
- * counted (DT_STAT_SUPPRESSED) and the next event of the flow carries how many. */
-static __always_inline int flow_allows(struct drop_event *e, __u32 limit)
-{
-	struct flow_key k = {
-		.location = e->location,
-		.reason = e->reason,
-		.netns = e->netns,
-		.ifindex = e->ifindex,
-		.sport = e->sport,
-		.dport = e->dport,
-		.l4proto = e->l4proto,
-	};
-	__u32 zero = 0;
-	struct flow_cache *c = bpf_map_lookup_elem(&last_flow, &zero);
-	struct flow_state *st, *known;
-
-	__builtin_memcpy(k.saddr, e->saddr, DT_ADDR_LEN);
-	__builtin_memcpy(k.daddr, e->daddr, DT_ADDR_LEN);
-	if (!c)
-		return 1;
-	st = &c->st;
-	if (!same_flow(&c->key, &k)) {
-		/* Another flow: park the cached one in the LRU map, fetch this one's state. */
-		if (c->key.location || c->key.reason)
-			bpf_map_update_elem(&flows, &c->key, st, BPF_ANY);
-		known = bpf_map_lookup_elem(&flows, &k);
-		__builtin_memcpy(&c->key, &k, sizeof(k));
-		if (known) {
-			__builtin_memcpy(st, known, sizeof(*st));
-		} else {
-			st->window_ns = e->ts_ns;
-			st->emitted = 0;
-			st->suppressed = 0;
-		}
-	}
-	/* Per-CPU state: no other writer. */
-	if (e->ts_ns - st->window_ns >= 1000000000ULL) {
-		st->window_ns = e->ts_ns;
-		st->emitted = 0;
-	}
-	if (st->emitted >= limit) {
-		st->suppressed += 1;
-		stat_add(DT_STAT_SUPPRESSED);
-		return 0;
-	}
-	st->emitted += 1;
-	e->suppressed = st->suppressed;
-	st->suppressed = 0;
-	return 1;
-}
-
-/* The time of the drop, read only for a drop that is kept or streamed: in a storm the reader
- * cannot keep up with most drops are only counted, and a clock read is not free on a VM. */
-static __always_inline void stamp(struct drop_event *ev)
-{
-	if (!ev->ts_ns)
-		ev->ts_ns = bpf_ktime_get_ns();
-}
-
-/* Record, then stream (room, per-flow limit); also called by the cause hooks for a drop
- * that waited for nf_hook_slow's return. */
-static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
-{
-	struct drop_event *out;
-
-	if (cfg->record_slots) {
-		stamp(ev);
-		record(ev, cfg->record_slots);
-	}
-	if (cfg->stream_off)
-		return;
-	if (!ring_has_room()) {
-		stat_add(DT_STAT_LOST);
-		return;
-	}
-	stamp(ev);
-	if (cfg->flow_limit && !flow_allows(ev, cfg->flow_limit))
-		return;
-	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
-	if (!out) {
-		stat_add(DT_STAT_LOST);
-		return;
-	}
-	__builtin_memcpy(out, ev, sizeof(*ev));
-	/* No wake-up per event: the reader polls with a short timeout and drains in batches. */
-	bpf_ringbuf_submit(out, BPF_RB_NO_WAKEUP);
-}
-
-#include "cause.bpf.h"
 
 /* Whether the drop's namespace is one the filter wants. A handful are compared directly:
  * a --netns session rejects almost every drop here, and a hash lookup would cost more than

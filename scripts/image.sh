@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make image`: the node agent's container image (localhost/droptrace:dev), built from this
 # machine's files and Debian packages only, with no registry base image:
-#   1. wheels of droptrace (its BPF object inside, from `make bpf`) and its dependencies;
+#   1. wheels of droptrace (setup.py compiles its BPF object into it with `make bpf`) and
+#      its dependencies;
 #   2. a minimal Debian bookworm root filesystem (mmdebstrap, from this machine's own apt
 #      sources): python3, libbpf1, iproute2, iptables, nftables, and a venv at /opt/droptrace
 #      with those wheels installed offline;
@@ -26,7 +27,6 @@ die() { echo "image.sh: $*" >&2; exit 1; }
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] ||
   die "needs a Debian 12 (bookworm) machine: its apt sources and Python 3.11 are the image's"
-ls tracer/_bpf/*.bpf.o >/dev/null 2>&1 || die "no BPF object in tracer/_bpf: run \`make bpf\`"
 
 pick_builder() {
   if [ -n "${BUILDER:-}" ]; then echo "$BUILDER"; return; fi
@@ -96,7 +96,7 @@ mmdebstrap --quiet --variant=essential --include="$include" "${aptopts[@]}" \
   --customize-hook="$in_root python3 -m venv $VENV" \
   --customize-hook="$in_root $VENV/bin/pip install -q --disable-pip-version-check --no-index --find-links /tmp/wheels droptrace" \
   --customize-hook="$in_root $VENV/bin/pip uninstall -q -y pip setuptools" \
-  --customize-hook="$in_root $VENV/bin/droptrace --help >/dev/null" \
+  --customize-hook="$in_root $VENV/bin/droptrace --version" \
   --customize-hook="rm -rf \"\$1\"/tmp/wheels \"\$1\"/var/cache/apt/* \"\$1\"/var/lib/apt/lists/*" \
   bookworm "$WORK/rootfs.tar" "${sources[@]}"
 

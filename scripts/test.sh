@@ -22,8 +22,8 @@ if [ -z "$had_containerd" ] && [ -d /run/systemd/system ]; then
 fi
 
 set -e
-.venv/bin/ruff check --no-cache tracer tests bench scripts
-.venv/bin/ruff format --no-cache --check tracer tests bench scripts
+.venv/bin/ruff check --no-cache tracer tests bench scripts setup.py
+.venv/bin/ruff format --no-cache --check tracer tests bench scripts setup.py
 .venv/bin/mypy
 mapfile -t shell_scripts < <(git ls-files '*.sh' .ci/run)
 shellcheck "${shell_scripts[@]}"

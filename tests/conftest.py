@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import LabUp, lab_prefix, loaded_droptrace_programs, run_cli, sh, unique_name
+from tests.helpers import (
+    Droptrace,
+    LabUp,
+    lab_prefix,
+    loaded_droptrace_programs,
+    run_cli,
+    sh,
+    unique_name,
+)
 
 # The flight recorder pins under its own directory per test run, so concurrent runs (or a
 # recorder a user left running) are never stopped by a test.
@@ -43,6 +51,13 @@ def netns() -> Iterator[Callable[[str], str]]:
     finally:
         for name in made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def droptraces_of_this_test() -> Iterator[None]:
+    """Droptrace.launched holds this test's droptrace processes only (for its report)."""
+    Droptrace.launched.clear()
+    yield
 
 
 @pytest.fixture(autouse=True)

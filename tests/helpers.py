@@ -14,13 +14,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 _seq = count()
 MakeNetns = Callable[[str], str]
 LabUp = Callable[[str], str]  # the lab_up fixture: scenario -> its prefix
 # How many times slower than the host this runs: an emulated kernel of `make test-kernels`.
 SLOW = float(os.environ.get("DROPTRACE_TEST_SLOW", "1"))
+# Also there: the time (time.time()) by which every wait gives up, leaving the rest of the
+# kernel's budget for pytest to report; a slow machine then takes longer, not fails.
+DEADLINE = float(os.environ.get("DROPTRACE_TEST_DEADLINE") or 0) or None
+# A file that gets droptrace's output as it arrives: what it said when a case hangs.
+_LOG = os.environ.get("DROPTRACE_TEST_LOG")
+_log_lock = threading.Lock()
+
+
+def patience(seconds: float) -> float:
+    """How long to wait for what takes up to `seconds` on the host: scaled by SLOW, or in a
+    `make test-kernels` guest as long as the kernel's budget allows."""
+    if DEADLINE is not None:
+        return max(DEADLINE - time.time(), 1.0)
+    return seconds * SLOW
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -128,16 +142,27 @@ class Droptrace:
     """
 
     READY = "tracing with"
+    # Every instance of this test process, for a test report to show what each one said.
+    launched: ClassVar[list[Droptrace]] = []
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, program: list[str] | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        self.case = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        self.started = time.monotonic()
+        self.startup: float | None = None  # seconds from launch to the READY line
+        Droptrace.launched.append(self)
         self.proc = subprocess.Popen(
             [*(program or [sys.executable, "-m", "tracer"]), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            cwd=cwd,
         )
         self._out: list[str] = []
         self._err: list[str] = []
@@ -152,16 +177,27 @@ class Droptrace:
     def _drain(self, stream: Any, into: list[str]) -> None:
         for line in stream:
             into.append(line)
-            if self.READY in line:
+            if self.READY in line and into is self._err and self.startup is None:
+                self.startup = time.monotonic() - self.started
                 self._ready.set()
+            if _LOG and into is self._err:
+                with _log_lock, open(_LOG, "a") as f:
+                    f.write(f"{self.case}\t{time.monotonic() - self.started:.1f}\t{line}")
         self._ready.set()  # EOF: the process ended (wait() tells whether it had started)
 
     def __enter__(self) -> Droptrace:
-        self._ready.wait(timeout=30 * SLOW)
+        self._ready.wait(timeout=patience(30))
         if not any(self.READY in line for line in self._err):
+            rc = self.proc.poll()
             self.kill()
-            raise AssertionError(f"droptrace did not start: {''.join(self._err)}")
+            waited = time.monotonic() - self.started
+            how = f"ended with {rc}" if rc is not None else f"did not start in {waited:.0f} s"
+            raise AssertionError(f"droptrace {how}: {self.stderr}")
         return self
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._err)
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
@@ -179,14 +215,19 @@ class Droptrace:
                 raise AssertionError(f"no {times} x {text!r} in: {''.join(self._err)}")
             time.sleep(0.1)
 
-    def wait_event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 20) -> bool:
-        """Until a JSON line on stdout matches (or the timeout, or droptrace ended): for a test
-        that must hold a fault until droptrace has read its evidence."""
-        deadline = time.monotonic() + timeout * SLOW
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            for line in list(self._out):
-                if line.startswith("{") and match(json.loads(line)):
+    def wait_for_event(self, wanted: Callable[[dict[str, Any]], bool], timeout: float) -> bool:
+        """Until a JSON event on stdout is `wanted` (True), or the process ends or the time
+        is up (False): the wait follows droptrace's output, not a fixed time."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            lines = list(self._out)
+            for line in lines[seen:]:
+                if line.startswith("{") and wanted(json.loads(line)):
                     return True
+            seen = len(lines)
+            if self.proc.poll() is not None and len(self._out) == seen:
+                return False
             time.sleep(0.1)
         return False
 
@@ -215,23 +256,37 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
 def loaded_droptrace_programs(settle: float = 5.0, at_most: int = 0) -> list[str]:
     """droptrace's BPF programs still loaded that no process holds (pinned or leaked).
 
-    Programs a running process holds are not counted, so a test here is not failed by
-    another droptrace on the machine. The kernel frees a program shortly after its last fd
+    Programs a running process holds are not counted, nor those a recorder pinned outside
+    this run's DROPTRACE_PIN_DIR (another test run's, a user's), so a test here is not failed
+    by another droptrace on the machine. The kernel frees a program shortly after its last fd
     closes (deferred work), so this waits up to `settle` seconds for the count to drop to
     `at_most`.
     """
     deadline = time.monotonic() + settle
     while True:
         out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True)
-        held = _prog_ids_held_by_processes()
+        held = _prog_ids_held_by_processes() | _prog_ids_pinned_elsewhere()
         names = [
             f"{p.get('name')} (id {p.get('id')})"
             for p in json.loads(out.stdout or "[]")
-            if p.get("name", "").startswith("kfree_skb_") and p.get("id") not in held
+            if p.get("name", "").startswith(("kfree_skb_", "dt_")) and p.get("id") not in held
         ]
         if len(names) <= at_most or time.monotonic() > deadline:
             return names
         time.sleep(0.1)
+
+
+def _prog_ids_pinned_elsewhere() -> set[int]:
+    """Programs of links pinned in bpffs outside this run's recorder directory."""
+    mine = os.environ.get("DROPTRACE_PIN_DIR", "/sys/fs/bpf/droptrace") + "/"
+    out = subprocess.run(
+        ["bpftool", "--bpffs", "link", "show", "--json"], capture_output=True, text=True
+    )
+    return {
+        int(link["prog_id"])
+        for link in json.loads(out.stdout or "[]")
+        if link.get("pinned") and not any(p.startswith(mine) for p in link["pinned"])
+    }
 
 
 def _prog_ids_held_by_processes() -> set[int]:

@@ -5,8 +5,9 @@ resourceVersion) and, with ?watch=true, a stream of watch events (one JSON objec
 line: {"type": ADDED|MODIFIED|DELETED, "object": ...}) after the requested
 resourceVersion, as the API server does; lists of one namespace
 (/api/v1/namespaces/NS/pods) with equality label and field selectors; and one object by
-name (/api/v1/namespaces/NS/pods/NAME), a Status with code 404 when there is none. Only
-the test's own objects: no kubelet, no etcd.
+name (/api/v1/namespaces/NS/pods/NAME), a Status with code 404 when there is none. Events
+are created (POST /api/v1/namespaces/NS/events) and merge-patched (PATCH .../events/NAME),
+and every request is logged in `requests`. Only the test's own objects: no kubelet, no etcd.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-_KINDS = {"pods": "Pod", "services": "Service"}
+_KINDS = {"pods": "Pod", "services": "Service", "events": "Event"}
 
 
 def pod(
@@ -63,7 +64,8 @@ class KubeApi:
     def __init__(self, pods: list[dict[str, Any]], services: list[dict[str, Any]]) -> None:
         self._lock = threading.Lock()
         self._rv = 0
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {"pods": {}, "services": {}}
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in _KINDS}
+        self.requests: list[tuple[str, str]] = []  # (method, path), in the order they came
         self._log: list[tuple[int, str, str]] = []  # (resourceVersion, resource, event line)
         for obj in pods:
             self.event("pods", "ADDED", obj)
@@ -92,6 +94,10 @@ class KubeApi:
                 self._objects[resource][key] = obj
             self._log.append((self._rv, resource, json.dumps({"type": kind, "object": obj})))
 
+    def objects(self, resource: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return json.loads(json.dumps(list(self._objects[resource].values())))  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self._stopping.set()
         self._server.shutdown()
@@ -108,7 +114,71 @@ class KubeApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_POST(self) -> None:
+                api.requests.append(("POST", urlparse(self.path).path))
+                match urlparse(self.path).path.strip("/").split("/"):
+                    case ["api", "v1", "namespaces", ns, "events"]:
+                        obj = self._body()
+                        meta = obj.setdefault("metadata", {})
+                        if meta.get("namespace", ns) != ns or not meta.get("name"):
+                            self._status(400, "BadRequest", "namespace or name wrong")
+                            return
+                        if any(
+                            o["metadata"]["name"] == meta["name"]
+                            for o in api.objects("events")
+                            if o["metadata"]["namespace"] == ns
+                        ):
+                            self._status(409, "AlreadyExists", f'events "{meta["name"]}" exists')
+                            return
+                        meta |= {"namespace": ns, "uid": str(uuid.uuid4())}
+                        api.event("events", "ADDED", obj)
+                        self._send(201, self._stored("events", meta["uid"]))
+                    case _:
+                        self.send_error(404)
+
+            def do_PATCH(self) -> None:
+                api.requests.append(("PATCH", urlparse(self.path).path))
+                match urlparse(self.path).path.strip("/").split("/"):
+                    case ["api", "v1", "namespaces", ns, "events", name]:
+                        if self.headers.get("Content-Type") != "application/merge-patch+json":
+                            self._status(415, "UnsupportedMediaType", "merge patches only")
+                            return
+                        change = self._body()
+                        hits = [
+                            o
+                            for o in api.objects("events")
+                            if o["metadata"]["namespace"] == ns and o["metadata"]["name"] == name
+                        ]
+                        if not hits:
+                            self._status(404, "NotFound", f'events "{name}" not found')
+                            return
+                        obj = _merge(hits[0], change)
+                        api.event("events", "MODIFIED", obj)
+                        self._send(200, self._stored("events", obj["metadata"]["uid"]))
+                    case _:
+                        self.send_error(404)
+
+            def _body(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(length) or b"{}")  # type: ignore[no-any-return]
+
+            def _stored(self, resource: str, uid: str) -> dict[str, Any]:
+                with api._lock:
+                    return api._objects[resource][uid]
+
+            def _status(self, code: int, reason: str, message: str) -> None:
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "status": "Failure",
+                    "message": message,
+                    "reason": reason,
+                    "code": code,
+                }
+                self._send(code, body)
+
             def do_GET(self) -> None:
+                api.requests.append(("GET", urlparse(self.path).path))
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
                 parts = url.path.strip("/").split("/")
@@ -150,17 +220,7 @@ class KubeApi:
                 if hits:
                     self._send(200, hits[0])
                     return
-                self._send(
-                    404,
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Status",
-                        "status": "Failure",
-                        "message": f'{resource} "{name}" not found',
-                        "reason": "NotFound",
-                        "code": 404,
-                    },
-                )
+                self._status(404, "NotFound", f'{resource} "{name}" not found')
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -186,6 +246,19 @@ class KubeApi:
                     time.sleep(0.05)
 
         return Handler
+
+
+def _merge(obj: Any, change: Any) -> Any:
+    """A JSON merge patch (RFC 7386): objects merge, null removes, anything else replaces."""
+    if not isinstance(change, dict):
+        return change
+    out = dict(obj) if isinstance(obj, dict) else {}
+    for key, value in change.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
 
 
 def _selector(values: list[str] | None) -> dict[str, str]:

@@ -66,7 +66,7 @@ def overflow(client: str, router: str) -> Result:
     with Droptrace("--json", "--netns", router, "--duration", "20") as dt:
         with conntrack_max(entries):
             send_udp(client, "198.51.100.2", 7777, n=3)
-            seen = dt.wait_event(is_udp)
+            seen = dt.wait_for_event(is_udp, 20)
         assert seen, dt.wait().stderr
         dt.interrupt()
         return dt.wait()

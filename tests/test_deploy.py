@@ -43,8 +43,10 @@ METRICS = {
     "droptrace_events_lost_total",
     "droptrace_hook_active",
     "droptrace_series_aggregated_total",
+    "droptrace_kernel_drops_total",
+    "droptrace_kernel_drops_untraced_total",
 }
-METRIC_LABELS = {"node", "reason", "category", "iface", "namespace", "pod", "hook"}
+METRIC_LABELS = {"node", "reason", "category", "iface", "namespace", "pod", "hook", "counter"}
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -162,6 +164,7 @@ def test_agent_serves_on_the_node_address_and_is_probed_on_healthz() -> None:
     assert args[0] == "serve"
     assert args[args.index("--listen") + 1] == f"$(POD_IP):{PORT}"
     assert args[args.index("--node") + 1] == "$(NODE_NAME)"
+    assert "--events" in args  # off by default in the CLI, on in the cluster
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -181,12 +184,15 @@ def test_daemonset_image_is_the_one_make_image_builds() -> None:
     assert _container()["image"] == built.group(1)
 
 
-def test_cluster_role_only_reads_pods_and_services() -> None:
-    (rule,) = _one("ClusterRole")["rules"]
-    assert rule["apiGroups"] == [""]
-    assert sorted(rule["resources"]) == ["pods", "services"]
-    assert sorted(rule["verbs"]) == ["get", "list", "watch"]
-    assert set(rule) == {"apiGroups", "resources", "verbs"}
+def test_cluster_role_reads_pods_and_services_and_writes_only_events() -> None:
+    read, events = _one("ClusterRole")["rules"]
+    assert read["apiGroups"] == [""]
+    assert sorted(read["resources"]) == ["pods", "services"]
+    assert sorted(read["verbs"]) == ["get", "list", "watch"]
+    # serve --events: create an Event, then patch its count; nothing else.
+    assert events == {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+    for rule in (read, events):
+        assert set(rule) == {"apiGroups", "resources", "verbs"}
     binding = _one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == _one("ClusterRole")["metadata"]["name"]
     sa = _one("ServiceAccount")["metadata"]

@@ -534,3 +534,14 @@ def test_an_older_kernels_unnamed_drop_of_a_loopback_destination_is_a_martian() 
     assert d.fix is not None and "route_localnet=1" in d.fix
     assert martian.kind_of(IPv4Address("0.0.0.0")) == "zero"
     assert martian.kind_of(IPv4Address("198.51.100.7")) is None
+
+
+def test_the_evidence_cache_stays_bounded_however_many_flows_a_session_sees() -> None:
+    from tracer.diagnose.base import Read
+    from tracer.enrich.evidence import MAX_ENTRIES, EvidenceCache
+
+    cache = EvidenceCache()
+    for flow in range(3 * MAX_ENTRIES):
+        record = Forwarding("eth0", 1, 1, flow % 2)
+        assert cache.cached(Read(("flow", flow), lambda r=record: (r,))) == (record,)
+        assert len(cache._cache) <= MAX_ENTRIES

@@ -107,7 +107,7 @@ def send_all(t: dict[str, Topo], dt: Droptrace) -> None:
     ct = t["conntrack"]
     with test_conntrack.conntrack_max(test_conntrack.count_in(ct[1])):
         send_udp(ct[0], "198.51.100.2", 7777, n=3)
-        assert dt.wait_event(lambda e: e["netns"] == ct[1] and e["dport"] == 7777)
+        assert dt.wait_for_event(lambda e: e["netns"] == ct[1] and e["dport"] == 7777, 20)
     send_df(t["mtu"][0], "198.51.100.2", 7777, 1400)
     send_udp(t["neighbour"][0], "203.0.113.5", 7777, n=2)
     sh(sys.executable, "-c", _LOCAL_SEND, ns=t["output"][0])
@@ -125,7 +125,7 @@ def send_all(t: dict[str, Topo], dt: Droptrace) -> None:
     send_from_port(t["svc"][0], 2)
     # The neighbour drops come last: ARP gives up after 3 probes a second apart.
     neigh = t["neighbour"][1]
-    assert dt.wait_event(lambda e: e["netns"] == neigh and e["dport"] == 7777)
+    assert dt.wait_for_event(lambda e: e["netns"] == neigh and e["dport"] == 7777, 20)
 
 
 def test_a_mixed_run_of_every_reproduction_leaves_no_drop_unexplained(

@@ -225,7 +225,8 @@ def test_a_full_accept_queue_on_loopback_is_never_blamed_on_a_missing_route(
         srv.kill()
         srv.wait()
     assert res.rc == 0, res.stderr
-    tcp = [e for e in res.events if e["proto"] == "tcp"]
+    drops = [e for e in res.events if e.get("type") != "counter"]  # ListenOverflows lines
+    tcp = [e for e in drops if e["proto"] == "tcp"]
     assert tcp, f"no TCP drop at all: {res.stderr}"
     assert all(e["category"] != "no_route" for e in tcp), [e["explanation"] for e in tcp]
     assert all("add a route" not in (e["fix"] or "") for e in tcp)
@@ -386,8 +387,9 @@ def test_ctrl_c_while_starting_is_no_traceback() -> None:
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
-        assert "Traceback" not in err, (delay, err)
-        assert p.returncode in (0, 130), (delay, p.returncode, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (delay, err)
+        # -SIGINT: the signal came before the interpreter had set up its own handling.
+        assert p.returncode in (0, 130, -signal.SIGINT), (delay, p.returncode, err)
 
 
 def test_head_1_ends_droptrace_quietly_with_exit_0(netns: MakeNetns) -> None:

@@ -183,7 +183,8 @@ def test_drops_of_a_local_pod_carry_its_namespace_and_name(lab_up: LabUp) -> Non
     prefix = lab_up("no-route")
     ns = k8s_ns(prefix)
     port = _free_port()
-    args = ("serve", "--listen", f"127.0.0.1:{port}", "--ip", "198.18.1.2/32")
+    # This lab's node1 only: other labs running meanwhile use the same pod addresses.
+    args = ("serve", "--listen", f"127.0.0.1:{port}", "--netns", prefix + "node1")
     with Droptrace(*args, env={"KUBECONFIG": "/nonexistent/kubeconfig"}) as dt:
         send_udp(prefix + "pod-a", "198.18.1.1", 9, n=4)  # NO_SOCKET on node1, from pod-a
         deadline = time.monotonic() + 15

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tracer import recorder
+from tracer.counters import baseline
+from tracer.counters.source import CounterScope, CounterSource
 from tracer.errors import UsageError
+from tracer.model.tracing import CounterKey
 from tracer.pipeline import Pipeline
 from tracer.sinks.jsonl import to_json
 from tracer.system import host
@@ -33,6 +36,7 @@ def build(pipeline: Pipeline) -> dict[str, Any]:
                 sysctls[ref.name] = host.sysctls(ref.path)
             except OSError:
                 continue
+    kernel_counters, not_traced = _counters(pipeline, rec.counters)
     return {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {
@@ -56,8 +60,31 @@ def build(pipeline: Pipeline) -> dict[str, Any]:
         },
         "counters": counters,
         "drops": drops,
+        "kernel_counters": kernel_counters,
+        "not_traced": not_traced,
         "sysctls": sysctls,
     }
+
+
+def _counters(
+    pipeline: Pipeline, traced: dict[CounterKey, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The kernel's drop counters since the recording started, next to the recorder's traced
+    drops, and what the tracepoint did not see, explained (empty without a baseline)."""
+    loaded = baseline.load(baseline.path_for(recorder.PIN_DIR))
+    if loaded is None:
+        return [], []
+    first, scope = loaded
+    refs, host_wide = baseline.namespaces(scope)
+    e = pipeline.enricher
+    source = CounterSource(
+        CounterScope(lambda: refs, host_wide), e.reasons.name, e.ifaces.name, e.pods.of_process
+    )
+    source.begin(first)
+    source.update()
+    moves = source.moves(traced)
+    kernel = [m.json() | {"primary": m.primary} for m in moves]
+    return kernel, [ev.json() for ev in source.untraced(moves)]
 
 
 def check_out(path: str) -> Path:

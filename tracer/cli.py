@@ -25,10 +25,27 @@ from tracer.commands.lab import lab
 from tracer.commands.recorder import dump, record, status, stop
 from tracer.errors import UsageError
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
-from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
+from tracer.session import DEFAULT_CAUSE_RATE, DEFAULT_STREAM_RATE, Limits, Stream
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from tracer.version import describe
+
+    click.echo(describe())
+    ctx.exit()
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and the BPF object's build id, then exit.",
+)
 @pod_option
 @namespace_option
 @netns_option
@@ -66,8 +83,9 @@ from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
     default=DEFAULT_FLOW_LIMIT,
     show_default=True,
     metavar="N",
-    help="Show at most N drops per second of each flow (same place, reason and addresses); "
-    "the rest are counted and the next shown drop says how many. 0: show all.",
+    help="Show at most N drops per second of each flow (same place, reason and addresses), "
+    "and 200 of each cause however many its flows; the rest are counted (suppressed) and "
+    "the next shown drop of the flow says how many. 0: show all.",
 )
 @click.option(
     "--stream-rate",
@@ -111,14 +129,23 @@ def main(
         raise UsageError("--ring-size must be a power of two")
     scope = startup.Scope(pod, namespace, netns_specs, cidrs, iface, reasons)
     ready = startup.start(scope, pods=True, note=tell)
+    pipeline = ready.pipeline()
     with ready.watch(netns_gone) as stop:
         summary = run(
             ready.filters,
-            ready.pipeline(),
+            pipeline,
             sink(as_json),
             Limits(duration, count, stop),
-            Stream(ring_size, flow_limit, stream_rate, show_benign=show_all),
+            Stream(
+                ring_size,
+                flow_limit,
+                stream_rate,
+                show_benign=show_all,
+                # --flow-limit 0 asks for every drop: then no cause is sampled either.
+                cause_rate=DEFAULT_CAUSE_RATE if flow_limit else 0,
+            ),
             on_ready=lambda: ready.tell(tell),  # once tracing: bad input stays one line
+            counters=ready.counter_source(pipeline),
         )
     if summary_json:
         with open(summary_json, "w") as f:

@@ -4,12 +4,15 @@ setting with the same advice its live explanation gives."""
 
 from __future__ import annotations
 
+from socket import IPPROTO_TCP, IPPROTO_UDP
+
 from tracer import diagnose
 from tracer.errors import DroptraceError
 from tracer.hooks import DropTracer
 from tracer.model.findings import Finding, Level, NamespaceFacts
+from tracer.model.sockets import Socket
 from tracer.model.tracing import Filters, HookReport, HookState
-from tracer.system import host, links, netns
+from tracer.system import host, links, netns, sockets, sysctl
 from tracer.system.iptables import SAVES, parse_iptables_save
 from tracer.system.kernel import DropReasons
 from tracer.system.netns import NetnsRef
@@ -25,6 +28,7 @@ def gather(ref: NetnsRef) -> NamespaceFacts:
         for r in parse_iptables_save(text, family):
             if r.matches_everything and r.rule.chain not in _BUILTIN_CHAINS:
                 drops.append(f"{cmd.split('-save')[0]} -t {r.rule.table} {r.rule.text}")
+    socks, socket_sysctls = _sockets(ref)
     return NamespaceFacts(
         name=ref.name,
         sysctls=host.sysctls(path),
@@ -35,7 +39,19 @@ def gather(ref: NetnsRef) -> NamespaceFacts:
         unconditional_drops=drops,
         links=links.all_links(path),
         interfaces6=host.addressed_interfaces(path, family=10),
+        sockets=socks,
+        socket_sysctls=socket_sysctls,
     )
+
+
+def _sockets(ref: NetnsRef) -> tuple[tuple[Socket, ...], dict[str, int | str | None]]:
+    """UDP sockets and TCP listeners that dropped (or are full now), with their owners."""
+    found = sockets.sockets(ref.path, IPPROTO_UDP)
+    found += sockets.sockets(ref.path, IPPROTO_TCP, sockets.LISTEN)
+    bad = [s for s in found if (s.drops or 0) > 0 or (s.listening and s.full)]
+    values = sockets.buffer_sysctls(ref.path, "udp")
+    values |= sysctl.read(ref.path, ["net.core.somaxconn"])
+    return tuple(sockets.with_owners(ref.inode, bad)), values
 
 
 def check(f: NamespaceFacts) -> list[Finding]:

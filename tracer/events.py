@@ -59,3 +59,19 @@ def decode(raw: bytes) -> Drop:
         nf_hook=e.nf_hook,
         nf_pf=e.nf_pf,
     )
+
+
+@cache
+def _key_span() -> slice:
+    """Where an event's counter key (location, reason, netns, ifindex) lies in its bytes."""
+    t = _event_type()
+    fields = [getattr(t, name) for name in ("location", "reason", "netns", "ifindex")]
+    start, end = min(f.offset for f in fields), max(f.offset + f.size for f in fields)
+    assert end - start == sum(f.size for f in fields), "the key fields are not contiguous"
+    return slice(start, end)
+
+
+def counter_key_bytes(raw: bytes) -> bytes:
+    """The bytes of an event that name its in-kernel counter: which cause it is, without
+    decoding it (a reader in a storm pays ~1 µs for this, ~10 µs for a decode)."""
+    return raw[_key_span()]

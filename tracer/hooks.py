@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from importlib import resources
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -40,11 +41,15 @@ DEFAULT_FLOW_LIMIT = 20
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
 
 
-def object_path(name: str = "drop.bpf.o") -> Path:
+def bpf_dir() -> Path:
+    """Where the BPF objects are: $DROPTRACE_BPF_DIR, else tracer/_bpf (in a checkout after
+    `make bpf`, in a wheel from its build)."""
     override = os.environ.get("DROPTRACE_BPF_DIR")
-    path = (
-        Path(override) / name if override else Path(str(resources.files("tracer") / "_bpf" / name))
-    )
+    return Path(override) if override else Path(str(resources.files("tracer") / "_bpf"))
+
+
+def object_path(name: str = "drop.bpf.o") -> Path:
+    path = bpf_dir() / name
     if not path.is_file():
         raise BpfObjectMissing(f"BPF object {path} not found: build it with `make bpf`")
     return path
@@ -79,9 +84,9 @@ def _words(raw: bytes) -> tuple[int, int]:
 
 
 def _nf_span() -> tuple[int, int] | None:
-    from tracer.system.kernel import KernelSymbols  # kallsyms: only read when it is needed
+    from tracer.system.kernel import function_spans  # kallsyms: only read when it is needed
 
-    return KernelSymbols().span("nf_hook_slow")
+    return function_spans(("nf_hook_slow",)).get("nf_hook_slow")
 
 
 class DropTracer:
@@ -196,8 +201,33 @@ class DropTracer:
         for name in maps:
             self._obj.map(name).pin(directory / name)
         self._link.pin(directory / "link")
-        for name, link in self._causes.links:  # else the recorder's parked drops never finish
-            link.pin(directory / f"link-{name}")
+        for c in causes.CAUSES:  # else the recorder's parked drops never finish
+            names = (c.fexit, c.kprobe, c.kretprobe)
+            pinned: list[Path] = []
+            try:
+                for name, link in self._causes.links:
+                    if name in names:
+                        link.pin(directory / f"link-{name}")
+                        pinned.append(directory / f"link-{name}")
+            except OSError as err:
+                # Before 5.15 a kprobe is a perf event, not a BPF link: it cannot be pinned
+                # (EINVAL). The recorder then goes without this cause, and says so.
+                for path in pinned:
+                    path.unlink()
+                why = err.strerror or str(err)
+                self._cause_off(c, f"not kept by the recorder (cannot be pinned here: {why})")
+
+    def _cause_off(self, cause: causes.Cause, why: str) -> None:
+        cfg = abi.struct("dt_config")()
+        self._obj.map("dt_config_map").lookup(ctypes.c_uint32(0), cfg)
+        cfg.cause_on[abi.const(cause.index)] = 0  # type: ignore[attr-defined]
+        self._obj.map("dt_config_map").update(ctypes.c_uint32(0), cfg)
+        self.hooks.hooks = [
+            replace(h, state=HookState.REFUSED, why=why)
+            if h.cause and h.state is HookState.ACTIVE and h.hook.endswith(f"/{cause.function}")
+            else h
+            for h in self.hooks.hooks
+        ]
 
     def __enter__(self) -> Self:
         return self

@@ -115,14 +115,30 @@ def _capture_log(lb: ctypes.CDLL) -> None:
     vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
     def on_print(level: int, fmt: bytes, ap: int) -> int:
-        buf = ctypes.create_string_buffer(1024)
-        vsnprintf(buf, len(buf), fmt, ap)
-        _log.append(buf.value.decode(errors="replace").rstrip())
-        del _log[:-200]
+        try:
+            buf = ctypes.create_string_buffer(1024)
+            vsnprintf(buf, len(buf), fmt, ap)
+            _log.append(buf.value.decode(errors="replace").rstrip())
+            del _log[:-200]
+        except BaseException as exc:  # Ctrl-C can land here: raised once libbpf returns
+            _deferred.append(exc)
         return 0
 
     _print_cb_ref = _PRINT_CB(on_print)
     lb.libbpf_set_print(_print_cb_ref)
+
+
+# Exceptions raised inside a ctypes callback (a Ctrl-C while libbpf logs or hands over a
+# sample) cannot cross back into C: ctypes would print "Exception ignored" with a traceback
+# and drop them. They wait here and are raised when the C call returns.
+_deferred: list[BaseException] = []
+
+
+def _reraise() -> None:
+    if _deferred:
+        exc = _deferred[0]
+        _deferred.clear()
+        raise exc
 
 
 def take_log() -> list[str]:
@@ -225,6 +241,7 @@ class BpfObject(AbstractContextManager["BpfObject"]):
     def __init__(self, path: Path) -> None:
         self.path = path
         handle = lib().bpf_object__open_file(str(path).encode(), None)
+        _reraise()
         if not handle:
             raise _errno_error(f"open {path}")
         self._handle: int | None = handle
@@ -268,11 +285,14 @@ class BpfObject(AbstractContextManager["BpfObject"]):
             raise _errno_error(f"resize of map {map_name}")
 
     def load(self) -> None:
-        if lib().bpf_object__load(self.handle):
+        failed = lib().bpf_object__load(self.handle)
+        _reraise()
+        if failed:
             raise _errno_error(f"load of {self.path.name}")
 
     def attach(self, program: str) -> Link:
         link = lib().bpf_program__attach(self._program(program))
+        _reraise()
         if not link:
             raise _errno_error(f"attach of {program}")
         return Link(link)
@@ -300,7 +320,11 @@ class RingBuffer(AbstractContextManager["RingBuffer"]):
         self._limit = 0
 
         def on_sample(_ctx: int, data: int, size: int) -> int:
-            self._pending.append(ctypes.string_at(data, size))
+            try:
+                self._pending.append(ctypes.string_at(data, size))
+            except BaseException as exc:  # see _deferred
+                _deferred.append(exc)
+                return _BUDGET_SPENT
             # A negative return makes libbpf stop after this sample (it stays consumed).
             return _BUDGET_SPENT if len(self._pending) >= self._limit else 0
 
@@ -322,10 +346,12 @@ class RingBuffer(AbstractContextManager["RingBuffer"]):
         how many. What is not read stays in the ring (whose overflow the kernel counts)."""
         self._limit = limit
         rc = lib().ring_buffer__poll(self._handle, timeout_ms)
+        _reraise()
         # Producers submit without waking the reader (BPF_RB_NO_WAKEUP), so epoll mostly
         # just times out: read whatever is there either way.
         if 0 <= rc < limit and len(self._pending) < limit:
             rc = lib().ring_buffer__consume(self._handle)
+            _reraise()
         if rc < 0 and -rc not in (4, -_BUDGET_SPENT):  # EINTR: Ctrl-C, handled by the caller
             raise OSError(-rc, f"ring buffer poll: {os.strerror(-rc)}")
         pending, self._pending = self._pending, []
@@ -339,6 +365,7 @@ class VmlinuxBtf(AbstractContextManager["VmlinuxBtf"]):
 
     def __init__(self) -> None:
         handle = lib().btf__load_vmlinux_btf()
+        _reraise()
         if not handle:
             raise _errno_error("load of kernel BTF")
         self._handle: int | None = handle

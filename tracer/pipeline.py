@@ -6,14 +6,19 @@ so their answers cannot drift apart. decode -> enrich -> diagnose; counters -> t
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tracer.diagnose import category_of, diagnose
-from tracer.enrich import Enricher
 from tracer.events import decode
 from tracer.model import AttributedDrop, Drop
 from tracer.model.tracing import CounterKey, KeyLabels
+
+if TYPE_CHECKING:
+    from tracer.enrich import Enricher
+    from tracer.system.kernel import DropReasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +39,35 @@ class Totals:
 
 
 class Pipeline:
-    def __init__(self, enricher: Enricher) -> None:
-        self.enricher = enricher
+    """Made from a factory of its Enricher, which is built on first use: enrichment brings
+    the netlink library and the pod sources (a few tenths of a second), and a session's
+    hooks are attached, and say so, before that."""
+
+    def __init__(self, reasons: DropReasons, make: Callable[[], Enricher]) -> None:
+        self.reasons = reasons  # the running kernel's, read before anything is attached
+        self._make = make
+        self._enricher: Enricher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def enricher(self) -> Enricher:
+        with self._lock:
+            if self._enricher is None:
+                self._enricher = self._make()
+            return self._enricher
+
+    def load(self) -> None:
+        """Build the enricher now (e.g. right after the hooks are attached)."""
+        self.enricher  # noqa: B018
 
     def close(self) -> None:
-        self.enricher.close()
+        with self._lock:
+            if self._enricher is not None:
+                self._enricher.close()
 
     def explain(self, drop: Drop) -> AttributedDrop:
+        from tracer.diagnose import diagnose
+
         facts = self.enricher.facts(drop)
         return AttributedDrop(drop, facts, diagnose(drop, facts))
 
@@ -51,7 +78,7 @@ class Pipeline:
         per_reason: Counter[str] = Counter()
         by_netns: dict[int, Counter[str]] = {}
         for key, n in counters.items():
-            reason = self.enricher.reasons.name(key.reason)
+            reason = self.reasons.name(key.reason)
             per_reason[reason] += n
             by_netns.setdefault(key.netns, Counter())[reason] += n
         return Totals(dict(per_reason.most_common()), {k: dict(c) for k, c in by_netns.items()})
@@ -72,6 +99,8 @@ class Pipeline:
 
     def labels(self, key: CounterKey) -> KeyLabels:
         """A key no drop of which was explained: named from its reason alone."""
-        reason = self.enricher.reasons.name(key.reason)
+        from tracer.diagnose import category_of
+
+        reason = self.reasons.name(key.reason)
         iface = self.enricher.ifaces.name(key.netns, key.ifindex) or ""
         return KeyLabels(reason, str(category_of(reason)), iface)

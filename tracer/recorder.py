@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tracer import abi, libbpf
+from tracer.counters import baseline
 from tracer.errors import DroptraceError
 from tracer.hooks import KFREE_SKB_VARIANTS, DropTracer, read_counters, read_stats
 from tracer.model.tracing import CounterKey, Filters, Stats
+from tracer.system.netns import NetnsRef
 
 # DROPTRACE_PIN_DIR: another place in bpffs, so a benchmark or test run never touches the
 # recorder a person left running.
@@ -77,11 +79,22 @@ def _clear() -> None:
     shutil.rmtree(PIN_DIR, ignore_errors=True)
 
 
-def start(filters: Filters, slots: int = DEFAULT_SLOTS, kernel_reasons: bool = False) -> list[str]:
+def start(
+    filters: Filters,
+    slots: int = DEFAULT_SLOTS,
+    kernel_reasons: bool = False,
+    counted: list[NetnsRef] | None = None,
+) -> list[str]:
     """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced).
-    kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached)."""
+    kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached);
+    counted: the namespaces whose drop counters `dump` compares (None: every one)."""
     with _exclusive():
-        return _start(filters, slots, kernel_reasons)
+        notes = _start(filters, slots, kernel_reasons)
+        try:  # after the hooks: a drop before the baseline is traced, never only counted
+            baseline.record(baseline.path_for(PIN_DIR), counted)
+        except OSError as err:
+            notes.append(f"kernel drop counters not recorded: {err}")
+        return notes
 
 
 def _start(filters: Filters, slots: int, kernel_reasons: bool) -> list[str]:
@@ -117,6 +130,7 @@ def stop() -> bool:
     with _exclusive():
         was = PIN_DIR.exists()
         _clear()
+        baseline.remove(baseline.path_for(PIN_DIR))
         return was
 
 

@@ -9,14 +9,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from tracer.errors import OutputClosed
-from tracer.events import decode
+from tracer.events import counter_key_bytes, decode
 from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
 from tracer.model import Drop
+from tracer.model.counters import CounterEvent
 from tracer.model.tracing import Filters, Summary
 from tracer.pipeline import Pipeline
 from tracer.sinks import Sink
+from tracer.system.kernel import NOT_PACKETS, function_spans
+
+if TYPE_CHECKING:  # the counters load with the session that reads them
+    from tracer.counters.source import CounterSource
+    from tracer.counters.watch import CounterWatch
 
 POLL_MS = 50
 # After a deadline, SIGTERM or Ctrl-C, drops already read are explained for at most this
@@ -27,6 +34,11 @@ FINISH_GRACE_S = 1.0
 # costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
 # not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
 DEFAULT_STREAM_RATE = 2000
+# Drops of one cause (one in-kernel counter: place, reason, interface, namespace) explained
+# per second at most; the rest of a flood of it are counted with the suppressed. A storm of
+# many flows is one cause: explaining each new flow (route lookups, rule reads, namespace
+# threads) took the CPU the traffic needed. Every cause is explained at least once a second.
+DEFAULT_CAUSE_RATE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +56,7 @@ class Stream:
     flow_limit: int = DEFAULT_FLOW_LIMIT
     rate: int = DEFAULT_STREAM_RATE
     show_benign: bool = False
+    cause_rate: int = DEFAULT_CAUSE_RATE  # 0: explain every drop read
 
 
 class _Stop(Exception):
@@ -58,17 +71,24 @@ def run(
     stream: Stream = Stream(),
     on_ready: Callable[[], None] | None = None,
     on_tracer: Callable[[DropTracer | None], None] | None = None,
+    counters: CounterSource | None = None,
 ) -> Summary:
     """Trace until a limit is reached or Ctrl-C; on_ready runs once the hooks are attached.
 
     on_tracer gets the live tracer once attached (e.g. to read its counters from another
-    thread) and None before it closes. The pipeline is closed at the end."""
-    symbols = pipeline.enricher.symbols
-    filters = replace(
-        filters, ignore=symbols.non_packet_spans(), nf_span=symbols.span("nf_hook_slow")
-    )
+    thread) and None before it closes. With `counters`, the kernel's drop counters are read
+    at the start, periodically and at the end, and reconciled with the traced drops. The
+    pipeline is closed at the end."""
+    spans = function_spans(("nf_hook_slow", *NOT_PACKETS))
+    ignore = tuple(span for name in NOT_PACKETS if (span := spans.get(name)) is not None)
+    filters = replace(filters, ignore=ignore, nf_span=spans.get("nf_hook_slow"))
     try:
-        return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer)
+        watch = None
+        if counters is not None:
+            from tracer.counters.watch import CounterWatch
+
+            watch = CounterWatch(counters)
+        return _trace(filters, pipeline, sink, limits, stream, on_ready, on_tracer, watch)
     finally:
         pipeline.close()
 
@@ -81,26 +101,33 @@ def _trace(
     stream: Stream,
     on_ready: Callable[[], None] | None,
     on_tracer: Callable[[DropTracer | None], None] | None,
+    watch: CounterWatch | None,
 ) -> Summary:
     started = time.monotonic()
     deadline = started + limits.duration if limits.duration is not None else None
     interrupted = False
-    reasons = pipeline.enricher.reasons.available
+    reasons = pipeline.reasons.available
     with DropTracer(
         filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
     ) as tracer:
+        if watch is not None:
+            watch.begin()  # before the user hears the hooks are on and starts the traffic
         sink.start(tracer.hooks)
         if on_ready is not None:
             on_ready()
 
         explainer = _Explainer(pipeline, sink, stream.show_benign, limits.count)
+        sample = _CauseSampler(stream.cause_rate)
         if on_tracer is not None:
             on_tracer(tracer)
+        if watch is not None:
+            watch.start(tracer.counters, explainer.counter)
 
         def on_sample(raw: bytes) -> None:
             if explainer.done.is_set():
                 raise _Stop
-            explainer.put(raw)
+            if sample.allows(raw):
+                explainer.put(raw)
 
         spent, period_end = False, 0.0
         budget = max(1, stream.rate * POLL_MS // 1000)
@@ -129,14 +156,19 @@ def _trace(
         finally:
             if on_tracer is not None:
                 on_tracer(None)
+            if watch is not None:
+                watch.stop()  # the last reading, before the hooks go
         # Every drop counted until now is in the ring or read: what the ring holds goes to
         # the explainer too, to be explained within the grace period or counted as not.
         tracer.detach()
         with contextlib.suppress(_Stop):
             tracer.poll(0, on_sample, 1 << 30)
         done = explainer.finish(FINISH_GRACE_S)
-        totals = pipeline.totals(tracer.counters())
+        reader_cpu = time.thread_time()
+        traced = tracer.counters()
+        totals = pipeline.totals(traced)
         stats = tracer.stats()
+        reconciled = watch.reconciled(traced) if watch is not None else None
     summary = Summary(
         seconds=time.monotonic() - started,
         shown=done.shown,
@@ -144,17 +176,56 @@ def _trace(
         matched=stats.matched,
         lost=stats.lost + done.behind + done.unexplained,
         uncounted=stats.uncounted,
-        suppressed=stats.suppressed,
+        suppressed=stats.suppressed + sample.held,
         interrupted=interrupted,
         by_netns=totals.by_netns,
         hidden=done.hidden,
         unexplained=done.unexplained,
+        cpu_seconds={
+            "process": time.process_time(),
+            "reader": reader_cpu,  # this thread: start-up, the poll loop, the summary
+            "explainer": done.cpu_seconds,
+        },
     )
+    if reconciled is not None and watch is not None:
+        summary = replace(
+            summary,
+            cpu_seconds=summary.cpu_seconds | {"counters": watch.cpu_seconds},
+            counters=reconciled.moves,
+            untraced=reconciled.untraced,
+            counters_note=reconciled.note,
+        )
     try:
         sink.finish(summary)
     except BrokenPipeError:
         raise OutputClosed("the output was closed") from None
     return summary
+
+
+class _CauseSampler:
+    """At most `rate` events of one cause per second go on to be explained; the rest are
+    counted. Keyed by the raw event's counter-key bytes, so a held-back event is never
+    decoded."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._window = 0
+        self._seen: dict[bytes, int] = {}
+        self.held = 0
+
+    def allows(self, raw: bytes) -> bool:
+        if not self._rate:
+            return True
+        now = int(time.monotonic())
+        if now != self._window:
+            self._window, self._seen = now, {}
+        key = counter_key_bytes(raw)
+        n = self._seen.get(key, 0)
+        if n >= self._rate:
+            self.held += 1
+            return False
+        self._seen[key] = n + 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +234,7 @@ class _Explained:
     hidden: int  # benign, not shown without --all
     behind: int  # not queued: the explainer was a full queue behind
     unexplained: int  # queued, but the session ended before their turn
+    cpu_seconds: float  # the explainer thread's
 
 
 class _Explainer:
@@ -192,6 +264,7 @@ class _Explainer:
         self._count_reached = False
         self.done = threading.Event()  # --count reached, or the explainer failed
         self.shown = self.hidden = self.behind = 0
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="explain", daemon=True)
         self._thread.start()
 
@@ -224,6 +297,8 @@ class _Explainer:
         except BaseException as err:
             self._error = err
             self.done.set()
+        finally:
+            self.cpu_seconds = time.thread_time()
 
     def _explain(self, drop: Drop) -> None:
         item = self._pipeline.explain(drop)
@@ -239,6 +314,14 @@ class _Explainer:
             self._count_reached = True
             self.done.set()
 
+    def counter(self, event: CounterEvent) -> None:
+        """A counter beyond the traced drops (from the counters' thread), shown between drops."""
+        with self._lock:
+            if self._closed:
+                return
+            self._sink.counter(event)
+            self._sink.flush()
+
     def finish(self, grace: float) -> _Explained:
         """Explain what is queued for at most `grace` seconds, then stop; what was left is
         counted as not explained."""
@@ -251,4 +334,4 @@ class _Explainer:
             raise self._error
         # After --count, the rest were not wanted, not missed.
         left = 0 if self._count_reached else self._queue.qsize()
-        return _Explained(self.shown, self.hidden, self.behind, left)
+        return _Explained(self.shown, self.hidden, self.behind, left, self.cpu_seconds)

@@ -10,19 +10,23 @@ import difflib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_network
+from typing import TYPE_CHECKING
 
 from tracer import libbpf, oneline
-from tracer.enrich import Enricher
-from tracer.enrich.pods import PodIdentity
 from tracer.errors import BadCidr, UnknownPod, UnknownReason, UsageError
 from tracer.model.net import Network
 from tracer.model.tracing import Filters
 from tracer.pipeline import Pipeline
-from tracer.system import ifaces, netns, preflight
+from tracer.system import netns, preflight
 from tracer.system.kernel import DropReasons
-from tracer.system.netns import NetnsRef
+from tracer.system.netns import NetnsNames, NetnsRef
+
+if TYPE_CHECKING:  # enrichment, the pod sources and the counters load after the hooks attach
+    from tracer.counters.source import CounterSource
+    from tracer.enrich import Enricher
+    from tracer.enrich.pods import PodIdentity
 
 NO_REASONS_NOTE = "this kernel's kfree_skb has no drop reasons"
 
@@ -49,11 +53,66 @@ class Started:
     filters: Filters = field(default_factory=Filters)
     watched: list[NetnsRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The namespaces whose drop counters the run reads; None: every one (the whole host).
+    counted: list[NetnsRef] | None = None
+    # Whether a counter beyond the traced drops is told as it moves: not when --ip or --iface
+    # leave out drops of the namespace on purpose (the summary still compares them).
+    counters_live: bool = True
+    want_pods: bool = False  # connect the pod sources when the pipeline is first used
+    _pipeline: Pipeline | None = None
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(Enricher(self.reasons, self.pods))
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.reasons, self._enricher)
+        return self._pipeline
+
+    def _enricher(self) -> Enricher:
+        from tracer.enrich import Enricher
+        from tracer.enrich.pods import PodIdentity
+
+        if self.want_pods and self.pods is None:
+            pods = PodIdentity.connect()
+            self.notes.extend(pods.notes)
+            self.pods = pods
+        return Enricher(self.reasons, self.pods)
+
+    def counter_source(self, pipeline: Pipeline) -> CounterSource | None:
+        """The kernel's drop counters of the namespaces in scope, or None (a --pod on
+        another node has no namespace here). Names and pods come from the pipeline's
+        enricher when first needed, after the hooks are attached."""
+        from tracer.counters.source import CounterScope, CounterSource
+
+        if self.counted is None:
+            names = NetnsNames()  # its own: the explainer thread rescans the enricher's
+            scope = CounterScope(names.all, host_wide=True)
+        elif self.counted:
+            refs = list(self.counted)
+            host = any(r.path == netns.HOST_NETNS for r in refs)
+            scope = CounterScope(lambda: refs, host_wide=host)
+        else:
+            return None
+        f = self.filters
+        wanted = frozenset(pipeline.reasons.name(r) for r in f.reasons)
+        limits = [o for o, on in (("--ip/--pod", f.networks), ("--iface", f.ifindex)) if on]
+        note = ""
+        if limits:
+            note = (
+                f"traced drops are limited by {' and '.join(limits)}; the kernel's counters"
+                " count every packet of the namespace"
+            )
+        scope = replace(scope, reasons=wanted, note=note, live=self.counters_live)
+        return CounterSource(
+            scope,
+            pipeline.reasons.name,
+            lambda inode, ifindex: pipeline.enricher.ifaces.name(inode, ifindex),
+            lambda pid: pipeline.enricher.pods.of_process(pid),
+        )
 
     def tell(self, to: Callable[[str], None], *more: str) -> None:
+        """Say the notes, after loading the pipeline (whose pod sources add theirs): called
+        once the hooks are attached, so that work does not delay them."""
+        if self._pipeline is not None:
+            self._pipeline.load()
         for line in (*self.notes, *more):
             to(line)
 
@@ -94,18 +153,37 @@ def start(
     if scope.namespace and not scope.pod:
         raise UsageError("-n/--namespace picks the namespace of a --pod; give --pod NAME too")
     reasons = checks(note)
-    identity = PodIdentity.connect() if pods or scope.pod else None
-    specs = scope.netns
-    notes = list(identity.notes) if identity else []
+    identity, specs, notes = None, scope.netns, []
+    counted: list[NetnsRef] | None = None
+    if scope.pod or (pods and _api_configured()):
+        # A --pod's addresses are kernel filters; and the API's list is taken before the
+        # hooks attach, so the first drops are named by who had their addresses then (a
+        # pod replaced a second later must not lend them its name). Without an API the
+        # node's own sources load after the ready line.
+        from tracer.enrich.pods import PodIdentity
+
+        identity = PodIdentity.connect()
+        notes = list(identity.notes)
     if scope.pod and identity is not None:
-        specs, networks, where = _pod_scope(identity, scope, networks)
+        specs, networks, where, counted = _pod_scope(identity, scope, networks)
         notes.insert(0, where)
     watched = [netns.resolve(s) for s in specs]
     filters = _filters(reasons, watched, networks, scope.iface, scope.reasons)
+    if watched:
+        counted = list({r.inode: r for r in (counted or []) + watched}.values())
+    elif filters.netns:  # --iface alone: its namespace, the host
+        counted = [netns.resolve("host")]
     preflight.ensure_mounts()  # quietly, as perf and bpftool do; a failure is an error
     if signals:
         oneline.sigterm_as_interrupt()
-    return Started(reasons, identity, filters, watched, notes)
+    live = not scope.cidrs and scope.iface is None
+    return Started(reasons, identity, filters, watched, notes, counted, live, want_pods=pods)
+
+
+def _api_configured() -> bool:
+    from tracer.enrich.pods_api import configured
+
+    return configured()
 
 
 def checks(note: Callable[[str], None] = lambda _: None) -> DropReasons:
@@ -146,12 +224,16 @@ def _reasons(names: tuple[str, ...], known: DropReasons) -> tuple[int, ...]:
 
 def _pod_scope(
     pods: PodIdentity, scope: Scope, networks: tuple[Network, ...]
-) -> tuple[tuple[str, ...], tuple[Network, ...], str]:
+) -> tuple[tuple[str, ...], tuple[Network, ...], str, list[NetnsRef]]:
     """--pod as kernel filters: its addresses (so drops of its traffic on the node count
-    too); a pod without addresses is watched in its own network namespace instead."""
+    too); a pod without addresses is watched in its own network namespace instead. The last
+    item: the pod's namespace on this node, whose drop counters are the pod's."""
     assert scope.pod is not None
     found = pods.resolve(scope.pod, scope.namespace)
     specs = scope.netns
+    counted = []
+    if found.netns_path is not None and found.netns_inode is not None:
+        counted.append(NetnsRef(found.netns_inode, found.ref, found.netns_path))
     if found.ips:
         networks = networks + tuple(ip_network(ip) for ip in found.ips)
     elif found.netns_path is not None:
@@ -160,7 +242,7 @@ def _pod_scope(
         raise UnknownPod(f"pod {found.ref} has no IP and does not run on this node")
     where = f" via {found.host_iface}" if found.host_iface else ""
     ips = ", ".join(str(ip) for ip in found.ips) or "no IP"
-    return specs, networks, f"pod {found.ref} ({ips}{where})"
+    return specs, networks, f"pod {found.ref} ({ips}{where})", counted
 
 
 def _filters(
@@ -172,6 +254,8 @@ def _filters(
 ) -> Filters:
     ifindex = 0
     if iface:
+        from tracer.system import ifaces
+
         where = refs[0] if refs else netns.resolve("host")
         ifindex = ifaces.index_of(iface, where)
         if not refs:

@@ -41,6 +41,12 @@ from tracer.serve import DEFAULT_FLOW_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_SERIES
     metavar="N",
     help="JSON lines per second per flow on stdout; the metrics count every drop.",
 )
+@click.option(
+    "--events",
+    is_flag=True,
+    help="Post Kubernetes Events (Warning PacketsDropped) on the pods whose packets are "
+    "dropped: one per pod and cause, its count patched, at most one new a minute.",
+)
 @netns_option
 @ip_option
 @one_line_errors
@@ -49,6 +55,7 @@ def serve(
     node: str | None,
     max_series: int,
     flow_limit: int,
+    events: bool,
     netns_specs: tuple[str, ...],
     cidrs: tuple[str, ...],
 ) -> None:
@@ -56,17 +63,35 @@ def serve(
     from tracer.serve import agent, parse_listen
 
     address = parse_listen(listen)
+    node = node or socket.gethostname()
+    serving = f"serving /metrics and /healthz on {address[0]}:{address[1]}"
+    poster = None
+    if events:  # before anything is attached: no API configuration is one line
+        from tracer.serve.events import EventPoster
+        from tracer.serve.events_api import KubeEvents
+
+        api = KubeEvents.connect(node)
+        poster = EventPoster(api, node, tell)
+        serving += f"; posting Kubernetes Events to {api.server}"
     ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), pods=True, note=tell)
-    where = f"{address[0]}:{address[1]}"
+    pipeline = ready.pipeline()
+
+    def pod_of_netns(inode: int) -> tuple[str, str]:
+        pod = pipeline.enricher.pods.by_netns(inode)  # the enricher's pod sources, when built
+        return (pod.namespace, pod.name) if pod else ("", "")
+
     with ready.watch(netns_gone) as stop:
         agent.serve(
             ready.filters,
-            ready.pipeline(),
+            pipeline,
             address,
-            node or socket.gethostname(),
+            node,
             max_series,
             flow_limit,
             note=tell,
-            on_ready=lambda: ready.tell(tell, f"serving /metrics and /healthz on {where}"),
+            on_ready=lambda: ready.tell(tell, serving),
             stop=stop,
+            counters=ready.counter_source(pipeline),
+            pod_of_netns=pod_of_netns,
+            events=poster,
         )

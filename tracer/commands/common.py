@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import click
@@ -51,6 +52,23 @@ def sink(as_json: bool) -> Sink:
     return LiveView()
 
 
+def complete_netns(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Tab completion of --netns: the `ip netns` names, `host`, or a path as the shell has it."""
+    from click.shell_completion import CompletionItem
+
+    from tracer.system.netns import NETNS_DIRS
+
+    if "/" in incomplete:
+        return [CompletionItem(incomplete, type="file")]
+    names = {"host"}
+    for d in NETNS_DIRS:
+        with contextlib.suppress(OSError):
+            names.update(p.name for p in d.iterdir())
+    return [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]
+
+
 # Scope options of every command that keeps hooks in the kernel.
 pod_option = click.option(
     "--pod",
@@ -65,6 +83,7 @@ netns_option = click.option(
     "netns_specs",
     multiple=True,
     metavar="NAME|PATH",
+    shell_complete=complete_netns,
     help="Only drops in this network namespace (`ip netns` name or path); repeatable.",
 )
 ip_option = click.option(

@@ -6,7 +6,7 @@ import click
 
 from tracer import startup
 from tracer.commands.common import one_line_errors, sink, tell
-from tracer.lab.runner import LAB_PREFIX
+from tracer.lab import LAB_PREFIX
 
 
 def _progress(line: str) -> None:
@@ -28,13 +28,23 @@ def lab_list() -> None:
         click.echo(f"{s.name:<{width}}  {s.title}  [{s.seed or 'no seed'}]")
 
 
+def _complete_scenario(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    from click.shell_completion import CompletionItem
+
+    from tracer.lab.scenarios import SCENARIOS
+
+    return [CompletionItem(s.name) for s in SCENARIOS if s.name.startswith(incomplete)]
+
+
 _prefix_option = click.option(
     "--prefix", default=LAB_PREFIX, show_default=True, hidden=True, help="Namespace name prefix."
 )
 
 
 @lab.command("run")
-@click.argument("name", metavar="SCENARIO")
+@click.argument("name", metavar="SCENARIO", shell_complete=_complete_scenario)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of the live view.")
 @_prefix_option
 @one_line_errors
@@ -45,12 +55,13 @@ def lab_run(name: str, as_json: bool, prefix: str) -> None:
     s = runner.scenario(name)
     runner.check_prefix(prefix)
     ready = startup.start(pods=True, note=tell)
+    pipeline = ready.pipeline()
     ready.tell(tell)
-    runner.watch(s, prefix, ready.pipeline(), sink(as_json), progress=_progress)
+    runner.watch(s, prefix, pipeline, sink(as_json), progress=_progress)
 
 
 @lab.command("up")
-@click.argument("name", metavar="SCENARIO")
+@click.argument("name", metavar="SCENARIO", shell_complete=_complete_scenario)
 @_prefix_option
 @one_line_errors
 def lab_up(name: str, prefix: str) -> None:

@@ -42,7 +42,10 @@ def record(
     scope = startup.Scope(pod, namespace, netns=netns_specs, cidrs=cidrs)
     ready = startup.start(scope, signals=False, note=tell)
     ready.tell(tell)
-    for note in recorder.start(ready.filters, size, kernel_reasons=ready.reasons.available):
+    started = recorder.start(
+        ready.filters, size, kernel_reasons=ready.reasons.available, counted=ready.counted
+    )
+    for note in started:
         tell(note)
     pinned = f"recorder pinned at {recorder.PIN_DIR}"
     tell(f"{pinned}; `droptrace dump` reads it, `droptrace stop` removes it")

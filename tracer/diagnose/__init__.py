@@ -15,6 +15,7 @@ from tracer.diagnose import (
     conntrack,
     forwarding,
     link,
+    listen_queue,
     martian,
     mtu,
     neighbour,
@@ -23,6 +24,7 @@ from tracer.diagnose import (
     qdisc,
     routing,
     rp_filter,
+    socket_buffer,
     tc,
     tcp,
 )
@@ -44,6 +46,8 @@ CAUSES: tuple[Cause, ...] = (
     netfilter.CAUSE,
     neighbour.CAUSE,
     no_socket.CAUSE,
+    socket_buffer.CAUSE,
+    listen_queue.CAUSE,
     link.CAUSE,
     tc.CAUSE,
     qdisc.CAUSE,
@@ -56,7 +60,6 @@ _OTHER: dict[str, str] = {
     "IP_INHDR": "a malformed IP header",
     "PKT_TOO_SMALL": "a truncated packet",
     "OTHERHOST": "sent to another host's MAC address",
-    "SOCKET_RCVBUFF": "the receiving socket's buffer was full",
 }
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
 # arriving where it is disabled, neighbour solicitations for other hosts, purged queues.

@@ -36,6 +36,7 @@ class Site:
     names: NetnsNames  # every namespace (a reply's request may be seen in another)
     conntrack: ConntrackLookups  # conntrack by tuple, in any namespace
     deltas: Deltas  # how far a namespace's kernel counters moved since the last look
+    pod_of: Callable[[int], str | None] = lambda _pid: None  # pid -> its pod's namespace/name
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,21 +19,20 @@ REASONS = {
     "ICMP_CSUM": "a bad ICMP checksum",
     "SKB_CSUM": "a checksum that could not be computed or verified",
 }
-# InCsumErrors of each protocol (/proc/net/snmp, snmp6 for IPv6).
-_COUNTERS = (
-    ("Ip", "InCsumErrors", "ip"),
-    ("Tcp", "InCsumErrors", "tcp"),
-    ("Udp", "InCsumErrors", "udp"),
-    ("Icmp", "InCsumErrors", "icmp"),
-)
-_COUNTERS6 = (("Udp6InCsumErrors", "udp6"), ("Icmp6InCsumErrors", "icmp6"))
+# InCsumErrors of each protocol (nstat's names: /proc/net/snmp, snmp6 for IPv6).
+_COUNTERS = {
+    "IpExtInCsumErrors": "ip",
+    "TcpInCsumErrors": "tcp",
+    "UdpInCsumErrors": "udp",
+    "IcmpInCsumErrors": "icmp",
+    "Udp6InCsumErrors": "udp6",
+    "Icmp6InCsumErrors": "icmp6",
+}
 TUNNEL_FIX = "ethtool -K {dev} tx-checksum-ip-generic off"
 
 
-def _csum_errors(snmp: dict[str, dict[str, int]]) -> dict[str, int]:
-    out = {name: snmp.get(group, {}).get(key, 0) for group, key, name in _COUNTERS}
-    out |= {name: snmp.get("Ip6", {}).get(key, 0) for key, name in _COUNTERS6}
-    return out
+def _csum_errors(mibs: dict[str, int]) -> dict[str, int]:
+    return {name: mibs.get(key, 0) for key, name in _COUNTERS.items()}
 
 
 def evidence(site: Site) -> Read | None:
@@ -45,7 +44,7 @@ def evidence(site: Site) -> Read | None:
         path = site.ref.path
         dev = links.find(path, name=iface)
         found = links.peer(dev, site.ref, site.names) if dev is not None else None
-        errors = _csum_errors(counters.snmp(path))
+        errors = _csum_errors(counters.mibs(path, _COUNTERS))
         moved = site.deltas.moved(("csum", site.ref.inode), errors)
         sender, sender_ns = (found[0].name, found[1]) if found else (None, None)
         return (

@@ -51,7 +51,7 @@ def evidence(site: Site) -> Read | None:
 
     def read() -> tuple[Evidence, ...]:
         path = site.ref.path
-        stats = counters.conntrack_stats(path)
+        stats = counters.conntrack_table(path)
         if stats is None:
             return ()  # conntrack is not loaded in this namespace
         kept = {k: stats.get(k, 0) for k in _KEPT}

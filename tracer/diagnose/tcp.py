@@ -7,11 +7,13 @@ explained; a drop not understood says so plainly.
 NOT_SPECIFIED at tcp_v4_rcv/tcp_v6_rcv: on 5.17+ kernels the paths that end there without
 a reason of their own are a segment for a TIME_WAIT/FIN_WAIT2 connection or a request socket
 (answered and freed) and, before 6.x named it, the last ACK to a listener whose accept
-queue is full; the namespace's ListenOverflows counter tells the last apart.
+queue is full. listen_queue (before this module) names a listener whose queue is full now;
+a ListenOverflows counter that moved meanwhile keeps the drop from being called benign.
 """
 
 from __future__ import annotations
 
+from tracer.diagnose import listen_queue
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.evidence import Evidence, TcpCounters
@@ -46,7 +48,6 @@ REASONS: dict[str, tuple[str, bool]] = {
     "TCP_INVALID_END_SEQUENCE": ("a segment ending beyond the receive window", False),
     "TCP_INVALID_ACK_SEQUENCE": ("an ACK for data never sent", False),
     "TCP_ACK_UNSENT_DATA": ("an ACK for data never sent", False),
-    "TCP_LISTEN_OVERFLOW": ("the listener's accept queue is full", False),
     "TCP_FASTOPEN": ("a TCP Fast Open SYN's data could not be accepted", False),
     "TCP_MINTTL": ("a TTL below the socket's minimum (IP_MINTTL, e.g. BGP GTSM)", False),
     "TCP_MD5NOTFOUND": ("no TCP-MD5 signature where the socket wants one", False),
@@ -64,22 +65,19 @@ FIXES = {
     "TCP_OFO_QUEUE_PRUNE": _RMEM,
     "TCP_OFO_DROP": _RMEM,
     "TCP_INVALID_SEQUENCE": "look for a middlebox or NAT rewriting sequence numbers",
-    "TCP_LISTEN_OVERFLOW": (
-        "the application accepts too slowly, or its listen backlog is too small (listen(2)"
-        " backlog, capped by net.core.somaxconn)"
-    ),
 }
 RECEIVE = {"tcp_v4_rcv", "tcp_v6_rcv"}
 _SOMAXCONN = "net.core.somaxconn"
+_LISTEN = ("TcpExtListenOverflows", "TcpExtListenDrops")
 
 
 def evidence(site: Site) -> Read | None:
-    if site.reason not in ("NOT_SPECIFIED", "TCP_LISTEN_OVERFLOW") or site.location not in RECEIVE:
+    if site.reason != "NOT_SPECIFIED" or site.location not in RECEIVE:
         return None
 
     def read() -> tuple[Evidence, ...]:
-        ext = counters.snmp(site.ref.path).get("TcpExt", {})
-        values = {k: ext.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+        ext = counters.mibs(site.ref.path, _LISTEN)
+        values = {k.removeprefix("TcpExt"): ext.get(k, 0) for k in _LISTEN}
         moved = site.deltas.moved(("tcp", site.ref.inode), values)
         somaxconn = sysctl.read(site.ref.path, [_SOMAXCONN])[_SOMAXCONN]
         return (TcpCounters(values, moved, somaxconn),)
@@ -94,7 +92,7 @@ def _listener(drop: Drop, facts: Facts, t: TcpCounters) -> Diagnosis:
         f" ListenOverflows +{grew}, net.core.somaxconn={t.somaxconn}): the connection from"
         f" {drop.src}:{drop.sport} was not accepted ({facts.reason} on {at(facts)})"
     )
-    return Diagnosis(Category.TCP, explanation, FIXES["TCP_LISTEN_OVERFLOW"])
+    return Diagnosis(Category.TCP, explanation, listen_queue.FIX)
 
 
 def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:

@@ -59,7 +59,15 @@ class Enricher:
             iface = next((e.iface for e in routed if isinstance(e, IfaceFromRoute)), None)
         if ref is not None:
             site = Site(
-                drop, reason, location, iface, ref, self.netns, self._conntrack, self._deltas
+                drop,
+                reason,
+                location,
+                iface,
+                ref,
+                self.netns,
+                self._conntrack,
+                self._deltas,
+                self.pods.of_process,
             )
             evidence += self._evidence.gather(site)
         if seen is not None:
@@ -70,8 +78,8 @@ class Enricher:
             if found is not None:
                 rule, source = found
                 evidence.append(source)
-        src_pod = self.pods.by_ip(drop.src) if drop.src else None
-        dst_pod = self.pods.by_ip(drop.dst) if drop.dst else None
+        src_pod = self.pods.by_ip(drop.src, drop.ts_ns) if drop.src else None
+        dst_pod = self.pods.by_ip(drop.dst, drop.ts_ns) if drop.dst else None
         ends = PodInterfaces(
             src_pod.host_iface if src_pod else None, dst_pod.host_iface if dst_pod else None
         )

@@ -17,7 +17,7 @@ from tracer.system import routes
 from tracer.system.netns import NetnsRef
 
 _TTL = 2.0
-_MAX_ENTRIES = 4096
+MAX_ENTRIES = 4096  # cached reads at most: a session of many flows stays bounded
 
 
 class EvidenceCache:
@@ -37,7 +37,7 @@ class EvidenceCache:
             value = read.read()
         except OSError as err:  # the namespace went away, or we may not enter it
             value = (Unreadable(str(err)),)
-        if len(self._cache) >= _MAX_ENTRIES:
+        if len(self._cache) >= MAX_ENTRIES:
             self._cache.clear()
         self._cache[read.key] = (now, value)
         return value

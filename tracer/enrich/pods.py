@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import replace
+from pathlib import Path
 
 from tracer.enrich.pods_api import ApiPods, ApiUnavailable
 from tracer.enrich.pods_cri import CriPods, CriUnavailable
-from tracer.enrich.pods_node import NodePods
+from tracer.enrich.pods_node import NodePods, pod_uid
 from tracer.enrich.podtypes import Pod, Service
 from tracer.enrich.services_node import NodeServices
 from tracer.errors import AmbiguousPod, UnknownPod
@@ -80,9 +81,11 @@ class PodIdentity:
             host_iface=local.host_iface,
         )
 
-    def by_ip(self, ip: IPAddress) -> Pod | None:
+    def by_ip(self, ip: IPAddress, at_ns: int | None = None) -> Pod | None:
+        """The pod with this address; with `at_ns` (a drop's CLOCK_MONOTONIC time), the one
+        that had it then, where the API says an address changed hands since."""
         if self.api is not None:
-            pod = self.api.by_ip(ip)
+            pod = self.api.by_ip(ip, at_ns)
             if pod is not None:
                 return self._placed(pod, self._local(pod.uid))
         if self.cri is not None:
@@ -90,6 +93,24 @@ class PodIdentity:
             if pod is not None:
                 return pod
         return self.node.by_ip(ip)
+
+    def of_process(self, pid: int) -> str | None:
+        """`namespace/name` of the pod a process runs in (its cgroup names the pod UID)."""
+        try:
+            uid = pod_uid(Path(f"/proc/{pid}/cgroup").read_text())
+        except OSError:
+            return None
+        if uid is None:
+            return None
+        pod = self._local(uid)
+        if pod is None and self.api is not None:
+            pod = next((p for p in self.api.all() if p.uid == uid), None)
+        return pod.ref if pod else None
+
+    def by_netns(self, inode: int) -> Pod | None:
+        """The pod on this node whose network namespace this is."""
+        pod = self.cri.by_netns(inode) if self.cri is not None else None
+        return pod or self.node.by_netns(inode)
 
     def is_pod_netns(self, inode: int) -> bool:
         """Whether a network namespace is a pod's on this node."""

@@ -3,10 +3,12 @@ pod and IP -> service maps current from watches, so a reused IP names its new ow
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 from tracer.enrich.podtypes import Pod, Service
@@ -15,6 +17,7 @@ from tracer.model import IPAddress
 # Pods that hold no IP any more; their addresses may already belong to another pod.
 _FINISHED = ("Succeeded", "Failed")
 _CONNECT_TIMEOUT_S = 3.0
+_PAST_NS = 60 * 10**9  # how long a pod that gave an address up is still its owner's name
 
 
 class ApiUnavailable(Exception):
@@ -54,11 +57,30 @@ def _service(obj: Any) -> Service | None:
     return Service(meta.namespace, meta.name, ips)
 
 
+_SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def configured() -> bool:
+    """Whether any configuration lightkube would read (KubeConfig.from_env) is there."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
+    if Path("~/.kube/config").expanduser().exists():
+        return True
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and _SERVICE_ACCOUNT_TOKEN.exists()
+
+
 def api_client() -> tuple[Any, str]:
     """A lightkube Client configured as everywhere in droptrace ($KUBECONFIG, else
     ~/.kube/config, else the in-cluster service account), and the server it talks to.
     Nothing is asked yet; ApiUnavailable when there is no usable configuration."""
-    # Imported here: droptrace without lightkube still names pods from the node.
+    if not configured():
+        raise ApiUnavailable(
+            "no kubeconfig or service account ($KUBECONFIG, ~/.kube/config and the"
+            " in-cluster token are all missing)"
+        )
+    # Imported here: droptrace without lightkube still names pods from the node, and a
+    # host without any configuration does not pay a tenth of a second for the import.
     from lightkube import Client, KubeConfig
     from lightkube.core.exceptions import ConfigError
 
@@ -82,14 +104,17 @@ class ApiPods:
     """A connected client with its caches; the watches run in daemon threads."""
 
     def __init__(self) -> None:
+        self._client, self.server = api_client()  # first: no configuration, no import
         from lightkube import ALL_NS
         from lightkube.resources.core_v1 import Pod as PodRes
         from lightkube.resources.core_v1 import Service as SvcRes
 
-        self._client, self.server = api_client()
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}  # uid -> pod
         self._pod_ips: dict[IPAddress, str] = {}  # ip -> uid
+        # ip -> (until, pod): recent owners that gave the address up (CLOCK_MONOTONIC ns, the
+        # drops' clock), so a drop explained after its pod went is still named after it.
+        self._past: dict[IPAddress, list[tuple[int, Pod]]] = {}
         self._svcs: dict[str, Service] = {}  # namespace/name -> service
         self._svc_ips: dict[IPAddress, str] = {}
         try:
@@ -132,16 +157,28 @@ class ApiPods:
         pod = _pod(obj)
         if pod is None:
             return
+        now = time.monotonic_ns()
         with self._lock:
             old = self._pods.pop(pod.uid, None)
-            for ip in old.ips if old else ():
+            kept = set(pod.ips) if kind != "DELETED" else set()
+            for ip in old.ips if old is not None else ():
                 if self._pod_ips.get(ip) == pod.uid:
                     del self._pod_ips[ip]
+                    if ip not in kept and old is not None:
+                        self._gave_up(ip, old, now)
             if kind == "DELETED":
                 return
             self._pods[pod.uid] = pod
             for ip in pod.ips:
+                previous = self._pods.get(self._pod_ips.get(ip, ""))
+                if previous is not None and previous.uid != pod.uid:
+                    self._gave_up(ip, previous, now)
                 self._pod_ips[ip] = pod.uid  # the newest owner of an address wins
+
+    def _gave_up(self, ip: IPAddress, pod: Pod, now: int) -> None:
+        """Remember who had `ip` until now (for _PAST_NS; called with the lock held)."""
+        past = [(u, p) for u, p in self._past.get(ip, []) if now - u < _PAST_NS]
+        self._past[ip] = [*past, (now, pod)]
 
     def _svc_event(self, kind: str, obj: Any) -> None:
         svc = _service(obj)
@@ -158,8 +195,13 @@ class ApiPods:
             for ip in svc.cluster_ips:
                 self._svc_ips[ip] = svc.ref
 
-    def by_ip(self, ip: IPAddress) -> Pod | None:
+    def by_ip(self, ip: IPAddress, at_ns: int | None = None) -> Pod | None:
+        """The pod with this address, at `at_ns` (CLOCK_MONOTONIC) if given, else now."""
         with self._lock:
+            if at_ns is not None:
+                held = [(u, p) for u, p in self._past.get(ip, []) if u > at_ns]
+                if held:
+                    return min(held, key=lambda up: up[0])[1]  # the first to give it up since
             uid = self._pod_ips.get(ip)
             return self._pods.get(uid) if uid else None
 

@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
@@ -156,6 +157,9 @@ class PodCache:
         self._by_ip: dict[IPAddress, str] = {}
         self._scanned = 0.0  # when to rescan is measured from here
         self._host_inode = netns.inode_of(netns.HOST_NETNS)
+        # One scan at a time: a lookup from another thread (serve's scrapes, the counters)
+        # during a scan waits for its result instead of finding a rescan "too recent".
+        self._scan_lock = threading.Lock()
 
     def scan(self) -> None:
         raise NotImplementedError
@@ -164,8 +168,9 @@ class PodCache:
         raise NotImplementedError
 
     def _maybe_scan(self) -> None:
-        if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
-            self.scan()
+        with self._scan_lock:
+            if time.monotonic() - self._scanned >= RESCAN_INTERVAL:
+                self.scan()
 
     def _live(self, uid: str | None) -> Pod | None:
         return self._pods.get(uid) if uid is not None and self._alive(uid) else None
@@ -189,8 +194,14 @@ class PodCache:
         self._maybe_scan()
         return any(p.netns_inode == inode for p in self._pods.values())
 
+    def by_netns(self, inode: int) -> Pod | None:
+        """The pod whose network namespace this is, as of the last scan."""
+        self._maybe_scan()
+        return next((p for p in self._pods.values() if p.netns_inode == inode), None)
+
     def all(self) -> list[Pod]:
-        self.scan()
+        with self._scan_lock:
+            self.scan()
         return list(self._pods.values())
 
 

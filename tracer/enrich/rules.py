@@ -19,7 +19,11 @@ from tracer.nftrace import NfTrace, RuleTexts
 from tracer.system.iptables import CountedRule, counted_rules, matches_everything
 from tracer.system.netns import NetnsRef
 
-_REREAD_S = 0.2  # a storm of drops re-reads the counters at most a few times a second
+# How often a storm of drops in one namespace re-reads the counters (three commands, tens
+# of ms of CPU each): often while the rule is unknown, once a second while the same rule
+# keeps being the one.
+_REREAD_S = 0.2
+_REREAD_KNOWN_S = 1.0
 
 
 def _id(r: CountedRule) -> tuple[str, str, str, str]:
@@ -36,7 +40,8 @@ class RuleCounters:
 
     def culprit(self, inode: int, ns_path: Path) -> CountedRule | None:
         """The rule that most plausibly dropped the packet just seen in this namespace."""
-        if time.monotonic() - self._taken.get(inode, 0.0) < _REREAD_S and inode in self._last:
+        wait = _REREAD_KNOWN_S if self._culprit.get(inode) is not None else _REREAD_S
+        if time.monotonic() - self._taken.get(inode, 0.0) < wait and inode in self._last:
             return self._culprit.get(inode)
         rules = counted_rules(ns_path)
         before = self._last.get(inode, {})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tracer import session
 from tracer.errors import DroptraceError, UsageError
-from tracer.lab import labpods
+from tracer.lab import LAB_PREFIX, labpods
 from tracer.lab.scenarios import SCENARIOS, Scenario, by_name, scenario_dir
 from tracer.model.tracing import Filters, Summary
 from tracer.pipeline import Pipeline
@@ -26,7 +26,6 @@ from tracer.session import Limits
 from tracer.sinks import Sink
 from tracer.system import netns
 
-LAB_PREFIX = "dtlab-"
 _SETTLE_S = 1.0  # after the traffic: time for the last drops to reach the ring buffer
 
 

@@ -37,6 +37,8 @@ class Category(StrEnum):
     NEIGHBOUR = "neighbour"
     CONNTRACK = "conntrack"
     BRIDGE_NETFILTER = "bridge_netfilter"
+    SOCKET_BUFFER = "socket_buffer"
+    LISTEN_QUEUE = "listen_queue"
     MTU = "mtu"
     LINK_DOWN = "link_down"
     TC = "tc"

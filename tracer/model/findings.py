@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tracer.model.devices import Link
+from tracer.model.sockets import Socket
 
 
 class Level(StrEnum):
@@ -34,6 +35,9 @@ class NamespaceFacts:
     unconditional_drops: list[str] = field(default_factory=list)  # rule texts, user chains
     links: list[Link] = field(default_factory=list)  # every device, lo included
     interfaces6: list[str] = field(default_factory=list)  # with a global IPv6 address
+    # UDP sockets and TCP listeners, with their owners; the sysctls that bound their queues.
+    sockets: tuple[Socket, ...] = ()
+    socket_sysctls: dict[str, int | str | None] = field(default_factory=dict)
 
     @property
     def where(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tracer.model.counters import CounterEvent, CounterMove
 from tracer.model.drop import AttributedDrop, Drop
 from tracer.model.net import Network
 
@@ -124,6 +125,12 @@ class Summary:
     by_netns: dict[int, dict[str, int]] = field(default_factory=dict)  # inode -> reason -> n
     hidden: int = 0  # explained as benign noise, not shown without --all
     unexplained: int = 0  # of `lost`: read, but the session ended before they were explained
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # droptrace's own, by thread
+    # The kernel's own drop counters over the session, next to the traced drops (reconciled),
+    # and what the tracepoint did not see, explained; `counters_note` says what limits them.
+    counters: tuple[CounterMove, ...] = ()
+    untraced: tuple[CounterEvent, ...] = ()
+    counters_note: str = ""
 
     def accounting(self) -> str:
         """Where every counted drop went, in words (the totals stay exact either way)."""
@@ -139,6 +146,25 @@ class Summary:
             text += f"; {self.unexplained} of the lost were read but not explained in time"
         return text
 
+    def counter_lines(self) -> list[str]:
+        """The kernel's counters over the session in lines of text: each namespace's next to
+        the traced drops, then what the tracepoint did not see, explained."""
+        lines: list[str] = []
+        by_netns: dict[str, list[str]] = {}
+        for m in self.counters:
+            by_netns.setdefault(m.netns, []).append(m.line())
+        for netns, moved in by_netns.items():
+            lines.append(f"kernel counters in {netns}: " + "; ".join(moved))
+        if self.untraced:
+            lines.append("not seen by the tracepoint (counted by the kernel only):")
+            for e in self.untraced:
+                lines.append(f"  {e.explanation}")
+                if e.fix:
+                    lines.append(f"    fix: {e.fix}")
+        if self.counters_note:
+            lines.append(self.counters_note)
+        return lines
+
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON-ready object (--summary-json): what a script compares."""
         return {
@@ -153,4 +179,7 @@ class Summary:
             "totals": self.totals,
             "by_netns": {str(k): v for k, v in self.by_netns.items()},
             "interrupted": self.interrupted,
+            "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
+            "kernel_counters": [m.json() | {"primary": m.primary} for m in self.counters],
+            "not_traced": [e.json() for e in self.untraced],
         }

@@ -18,13 +18,17 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.process_collector import ProcessCollector
 from waitress.server import create_server
 
+from tracer.counters.source import CounterSource
 from tracer.hooks import DropTracer
 from tracer.model import AttributedDrop
+from tracer.model.counters import CounterEvent, CounterMove
 from tracer.model.tracing import Filters, HookReport, Summary
 from tracer.pipeline import Pipeline
 from tracer.serve import ListenError
+from tracer.serve.events import EventPoster
 from tracer.session import Limits, Stream, run
 from tracer.sinks.jsonl import JsonLines
+from tracer.sinks.kernel_metrics import KernelDropMetrics
 from tracer.sinks.metrics import DropMetrics, KernelView
 
 # The HTTP side of a node agent, which must survive whatever reaches its port: waitress
@@ -46,11 +50,12 @@ def _quiet_server_log() -> None:
 
 class _AgentSink:
     """Every drop to the metrics (they label the kernel's counts); the non-benign ones to
-    the JSON lines as well."""
+    the JSON lines as well, and to the Kubernetes Events when asked (never waiting on them)."""
 
-    def __init__(self, metrics: DropMetrics, lines: JsonLines) -> None:
+    def __init__(self, metrics: DropMetrics, lines: JsonLines, events: EventPoster | None) -> None:
         self._metrics = metrics
         self._lines = lines
+        self._events = events
 
     def start(self, hooks: HookReport) -> None:
         self._metrics.hooks(hooks)
@@ -60,6 +65,11 @@ class _AgentSink:
         self._metrics.drop(item)
         if not item.diagnosis.benign:
             self._lines.drop(item)
+            if self._events is not None:
+                self._events.offer(item)
+
+    def counter(self, event: CounterEvent) -> None:
+        self._lines.counter(event)
 
     def flush(self) -> None:
         self._lines.flush()
@@ -97,10 +107,17 @@ def serve(
     note: Callable[[str], None],
     on_ready: Callable[[], None],
     stop: threading.Event | None = None,
+    counters: CounterSource | None = None,
+    pod_of_netns: Callable[[int], tuple[str, str]] = lambda _: ("", ""),
+    events: EventPoster | None = None,
 ) -> Summary:
     """Serve until SIGTERM/Ctrl-C. The port is bound before any BPF is loaded, so a port
-    in use is one line and nothing was attached."""
-    metrics = DropMetrics(node, max_series, note, pipeline.labels)
+    in use is one line and nothing was attached. With `counters`, the kernel's own drop
+    counters are read at every scrape (and every few seconds for the log). `events` posts
+    Kubernetes Events from its own thread, started here and given its last counts when
+    serving ends."""
+    kernel_drops = KernelDropMetrics(node, max_series, pod_of_netns) if counters else None
+    metrics = DropMetrics(node, max_series, note, pipeline.labels, kernel_drops=kernel_drops)
     registry = CollectorRegistry()
     registry.register(metrics)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory
@@ -125,18 +142,34 @@ def serve(
     thread.start()
 
     def attach(tracer: DropTracer | None) -> None:
-        metrics.attach(KernelView(tracer.counters, tracer.stats) if tracer else None)
+        if tracer is None:
+            metrics.attach(None)
+            return
+        kernel_counters = None
+        if counters is not None:
+            source = counters
 
+            def kernel_counters() -> list[CounterMove]:
+                source.update()  # the counters first: a drop is counted before it is freed
+                return source.moves(tracer.counters())
+
+        metrics.attach(KernelView(tracer.counters, tracer.stats, kernel_counters))
+
+    if events is not None:
+        events.start()
     try:
         return run(
             filters,
             pipeline,
-            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node})),
+            _AgentSink(metrics, JsonLines(sys.stdout, sys.stderr, extra={"node": node}), events),
             Limits(stop=stop),
             # Benign drops are counted and labelled; _AgentSink keeps them out of the log.
             Stream(flow_limit=flow_limit, show_benign=True),
             on_ready=on_ready,
             on_tracer=attach,
+            counters=counters,
         )
     finally:
         server.close()
+        if events is not None:
+            events.close()

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from tracer.model import AttributedDrop, proto_name
+from tracer.model.counters import CounterEvent
 from tracer.model.evidence import evidence_json
 from tracer.model.tracing import HookReport, Summary
 
@@ -61,10 +62,18 @@ class JsonLines:
         obj = to_json(item) | self._extra if self._extra else to_json(item)
         self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
+    def counter(self, event: CounterEvent) -> None:
+        """A kernel counter that moved beyond the traced drops: a line of its own type."""
+        obj = event.json() | self._extra
+        self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+
     def flush(self) -> None:
         self._out.flush()  # once per batch: one write(2) for many lines in a storm
 
     def finish(self, s: Summary) -> None:
+        # The kernel's counters first: the summary line stays the last one, as scripts expect.
+        for line in s.counter_lines():
+            print(f"droptrace: {line}", file=self._err)
         totals = ", ".join(f"{r} {n}" for r, n in s.totals.items()) or "none"
         print(
             f"droptrace: {s.matched} drops in {s.seconds:.1f}s ({totals}); {s.accounting()}",

@@ -7,8 +7,10 @@ from collections import Counter, deque
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from tracer.model import AttributedDrop, proto_name
+from tracer.model.counters import CounterEvent
 from tracer.model.tracing import HookReport, Summary
 
 _ROWS = 20
@@ -62,6 +64,14 @@ class LiveView:
     def flush(self) -> None:
         pass  # the live table redraws on its own clock
 
+    def counter(self, event: CounterEvent) -> None:
+        """A kernel counter moved beyond the traced drops: one line above the table."""
+        fix = f"\n  fix: {event.fix}" if event.fix else ""
+        line = Text.assemble(
+            ("kernel counted, not traced: ", "yellow"), f"{event.explanation}{fix}"
+        )
+        self._console.print(line, soft_wrap=True, highlight=False)
+
     def finish(self, s: Summary) -> None:
         if self._live is not None:
             self._live.stop()
@@ -76,6 +86,8 @@ class LiveView:
             f"{s.shown} drops shown, {lost} events lost, {s.suppressed} suppressed by the "
             f"per-flow rate limit{s.accounting_more()} (totals above stay exact)"
         )
+        for line in s.counter_lines():
+            self._console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def _row(item: AttributedDrop) -> tuple[str, str, str, str, str]:

@@ -20,7 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tracer.model import AttributedDrop
+from tracer.model.counters import CounterMove
 from tracer.model.tracing import CounterKey, HookReport, HookState, KeyLabels, Stats, counter_key
+from tracer.sinks.kernel_metrics import KernelDropMetrics
 
 # A counter key with no explained drop after this long is labelled from its reason alone.
 GRACE_S = 3.0
@@ -35,6 +37,8 @@ class KernelView:
 
     counters: Callable[[], dict[CounterKey, int]]
     stats: Callable[[], Stats]
+    # The kernel's own drop counters read now, reconciled with the traced drops.
+    kernel_counters: Callable[[], list[CounterMove]] | None = None
 
 
 class DropMetrics(Collector):
@@ -47,8 +51,11 @@ class DropMetrics(Collector):
         note: Callable[[str], None],
         unexplained: Callable[[CounterKey], KeyLabels],
         clock: Callable[[], float] = time.monotonic,
+        kernel_drops: KernelDropMetrics | None = None,
     ) -> None:
-        """unexplained: labels for a key none of whose drops the stream explained."""
+        """unexplained: labels for a key none of whose drops the stream explained;
+        kernel_drops: the series of the kernel's own counters."""
+        self._kernel_drops = kernel_drops
         self._node = node
         self._label_unexplained = unexplained
         self._max_series = max_series
@@ -118,6 +125,10 @@ class DropMetrics(Collector):
                     totals[labels] += n
             hooks = dict(self._hooks)
             aggregated = self._aggregated
+            kernel_families = []
+            if self._kernel_drops is not None:
+                moves = kernel.kernel_counters() if kernel and kernel.kernel_counters else []
+                kernel_families = self._kernel_drops.families(moves)
         drops = CounterMetricFamily(
             "droptrace_drops",
             "Packets the kernel dropped, counted in the kernel (exact), by reason, droptrace's "
@@ -146,6 +157,7 @@ class DropMetrics(Collector):
         for hook, on in sorted(hooks.items()):
             active.add_metric((self._node, hook), 1 if on else 0)
         yield active
+        yield from kernel_families
         yield self._node_counter(
             "droptrace_series_aggregated",
             f'Kernel counter keys counted under "{OTHER}" labels beyond --max-series.',

@@ -84,20 +84,31 @@ class Redactor:
         if isinstance(value, list):
             return [self.doc(v, key) for v in value]
         if isinstance(value, str):
-            if key in ("src_pod", "dst_pod", "svc", "hostname"):
+            if key in _NAMED:
                 return self.name(value)
             return self.text(value)
         return value
+
+
+_NAMED = ("src_pod", "dst_pod", "svc", "pod", "hostname")  # keys whose values are names
+
+
+def _names(value: Any) -> list[str]:
+    """Every pod or service name anywhere in the document (a drop's ends, a socket's owner)."""
+    if isinstance(value, dict):
+        here = [v for k, v in value.items() if k in _NAMED[:-1] and isinstance(v, str) and v]
+        return here + [n for v in value.values() for n in _names(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _names(v)]
+    return []
 
 
 def redact(doc: dict[str, Any]) -> dict[str, Any]:
     r = Redactor()
     r.learn(json.dumps(doc))
     # Pod and host names first, so they are also replaced where they appear in free text.
-    for drop in doc.get("drops", []):
-        for k in ("src_pod", "dst_pod", "svc"):
-            if drop.get(k):
-                r.name(drop[k])
+    for name in _names(doc):
+        r.name(name)
     if doc.get("host", {}).get("hostname"):
         r.name(doc["host"]["hostname"])
     out: dict[str, Any] = r.doc(doc)
@@ -130,6 +141,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"Total {doc['totals']['matched']} drops; {len(doc['drops'])} kept in the recorder.",
+        *_kernel_counters(doc),
         "",
         "## Drops, explained (newest last)",
         "",
@@ -159,6 +171,33 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append("```")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _kernel_counters(doc: dict[str, Any]) -> list[str]:
+    """The kernel's own counters since recording started, next to the traced drops; then
+    what the tracepoint did not see."""
+    moved = doc.get("kernel_counters") or []
+    if not moved:
+        return []
+    lines = [
+        "",
+        "## Kernel drop counters since recording started",
+        "",
+        "| counter | netns | iface | counted | traced | as reasons | not traced |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in moved:
+        name = c["counter"] if c.get("primary", True) else f"{c['counter']} (a sum)"
+        reasons = ", ".join(c["reasons"]) or "not seen by the tracepoint"
+        cells = (name, c["netns"], c["iface"] or "-", c["delta"], c["traced"], reasons)
+        lines.append("| " + " | ".join(str(x) for x in (*cells, c["untraced"])) + " |")
+    if doc.get("not_traced"):
+        lines += ["", "### Not seen by the tracepoint (counted by the kernel only)", ""]
+        for e in doc["not_traced"]:
+            lines.append(f"- {e['explanation']}")
+            if e.get("fix"):
+                lines.append(f"  - fix: {e['fix']}")
+    return lines
 
 
 def to_json_text(doc: dict[str, Any]) -> str:

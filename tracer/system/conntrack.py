@@ -13,6 +13,7 @@ import errno
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -27,6 +28,10 @@ from tracer.system import netns
 
 _NETLINK_NETFILTER = 12
 _TIMEOUT_S = 0.5  # a lookup is one hash lookup in the kernel: more means something is wrong
+# Sockets kept open at most: each holds its namespace alive, so on a node where pods come
+# and go the least recently used is closed (and one whose namespace was deleted with it).
+MAX_SOCKETS = 64
+_SWEEP_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,8 @@ class ConntrackLookups:
     """Lookups by tuple in any namespace, each namespace's socket opened on first use."""
 
     def __init__(self) -> None:
-        self._socks: dict[Path, socket.socket] = {}
+        self._socks: dict[Path, socket.socket] = {}  # least recently used first
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
         self._seq = 0
 
@@ -106,14 +112,23 @@ class ConntrackLookups:
                 return None
 
     def _socket(self, ns_path: Path) -> socket.socket | None:
-        sock = self._socks.get(ns_path)
+        if time.monotonic() - self._swept > _SWEEP_S:
+            self._swept = time.monotonic()
+            for gone in [p for p in self._socks if not p.exists()]:
+                self._socks.pop(gone).close()
+        sock = self._socks.pop(ns_path, None)
         if sock is None:
             try:
                 sock = netns.run_in(ns_path, _open)
             except OSError:
                 return None
-            self._socks[ns_path] = sock
+            while len(self._socks) >= MAX_SOCKETS:
+                self._socks.pop(next(iter(self._socks))).close()
+        self._socks[ns_path] = sock  # now the most recently used
         return sock
+
+    def __len__(self) -> int:
+        return len(self._socks)
 
 
 def _open() -> socket.socket:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
+from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate, pairwise
 from pathlib import Path
 
 from tracer import libbpf
 
 _FORMAT = Path("/sys/kernel/tracing/events/skb/kfree_skb/format")
+_KALLSYMS = Path("/proc/kallsyms")
 _SYMBOLIC = re.compile(r"\{\s*(\d+)\s*,\s*\"(\w+)\"\s*\}")
 _PREFIX = "SKB_DROP_REASON_"
 # Reasons of kernels before 5.17, whose kfree_skb has no reason at all.
@@ -69,41 +73,66 @@ class DropReasons:
         return sorted(self._names.values())
 
 
+# A text symbol's line: a fixed-width hex address (so text order is address order), its kind.
+_TEXT_SYMBOL = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """Text symbols sorted by address, kept compact: a kernel has ~120k of them, and as
+    Python ints and strs they took ~24 MB of droptrace's memory."""
+
+    addrs: array[int]
+    names: bytes  # every name, concatenated
+    ends: array[int]  # where each name ends in `names`
+
+    def name(self, i: int) -> str:
+        return self.names[self.ends[i - 1] if i else 0 : self.ends[i]].decode()
+
+
+def function_spans(names: tuple[str, ...], path: Path = _KALLSYMS) -> dict[str, tuple[int, int]]:
+    """[start, end) of a few kernel functions, end being the next symbol's address: what the
+    BPF filters need before anything is attached, found without building the whole table
+    (which takes a tenth of a second more, and is built later, on the first drop, if ever)."""
+    data = path.read_bytes()
+    out = {}
+    for name in names:
+        m = re.search(
+            rb"^([0-9a-f]+) [tT] " + re.escape(name.encode()) + rb"\n([0-9a-f]+) ",
+            data,
+            re.MULTILINE,
+        )
+        if m and int(m[1], 16) and int(m[2], 16) > int(m[1], 16):
+            out[name] = (int(m[1], 16), int(m[2], 16))
+    return out
+
+
 class KernelSymbols:
     """Addresses -> function names from /proc/kallsyms, read once on first use."""
 
-    def __init__(self, path: Path = Path("/proc/kallsyms")) -> None:
+    def __init__(self, path: Path = _KALLSYMS) -> None:
         self._path = path
         self._cache: dict[int, str] = {}
 
     @cached_property
-    def _table(self) -> tuple[list[int], list[str]]:
-        pairs = []
-        with self._path.open() as f:
-            for line in f:
-                addr, kind, name = line.split(maxsplit=3)[:3]
-                if kind in "tTwW":
-                    pairs.append((int(addr, 16), name))
-        pairs.sort()
-        return [a for a, _ in pairs], [n for _, n in pairs]
-
-    def span(self, name: str) -> tuple[int, int] | None:
-        """[start, end) of a kernel function, end being the next symbol's address."""
-        addrs, names = self._table
-        try:
-            i = names.index(name)
-        except ValueError:
-            return None
-        return (addrs[i], addrs[i + 1]) if addrs[i] and i + 1 < len(addrs) else None
-
-    def non_packet_spans(self) -> tuple[tuple[int, int], ...]:
-        return tuple(span for f in NOT_PACKETS if (span := self.span(f)) is not None)
+    def _table(self) -> _Table:
+        addrs: array[int] = array("Q")
+        names: list[bytes] = []
+        for m in _TEXT_SYMBOL.finditer(self._path.read_bytes()):  # no list of 120k tuples
+            addrs.append(int(m[1], 16))
+            names.append(m[2])
+        if any(a > b for a, b in pairwise(addrs)):  # modules may follow
+            order = sorted(range(len(addrs)), key=addrs.__getitem__)
+            addrs = array("Q", (addrs[i] for i in order))
+            names = [names[i] for i in order]
+        ends = array("I", accumulate(len(n) for n in names))
+        return _Table(addrs, b"".join(names), ends)
 
     def name(self, addr: int) -> str:
         if addr in self._cache:
             return self._cache[addr]
-        addrs, names = self._table
-        i = bisect.bisect_right(addrs, addr) - 1
-        sym = names[i] if i >= 0 and addrs[i] else f"0x{addr:x}"
+        t = self._table
+        i = bisect.bisect_right(t.addrs, addr) - 1
+        sym = t.name(i) if i >= 0 and t.addrs[i] else f"0x{addr:x}"
         self._cache[addr] = sym
         return sym

@@ -23,5 +23,23 @@ def read(ns_path: Path, keys: list[str]) -> dict[str, int | None]:
     return netns.run_in(ns_path, lambda: {k: _read(k) for k in keys})
 
 
+def read_text(ns_path: Path, keys: list[str]) -> dict[str, str | None]:
+    """Whole values (`net.ipv4.udp_mem` is three numbers) inside the namespace, else the
+    host's: a sysctl a namespace does not have (udp_mem) is the host's, for every one."""
+
+    def get(key: str) -> str | None:
+        path = _ROOT.joinpath(*(part.replace("/", ".") for part in key.split(".")))
+        try:
+            return " ".join(path.read_text().split())
+        except OSError:
+            return None
+
+    values = netns.run_in(ns_path, lambda: {k: get(k) for k in keys})
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        values |= {k: get(k) for k in missing}
+    return values
+
+
 def conf_key(iface: str, name: str) -> str:
     return "net.ipv4.conf." + iface.replace(".", "/") + "." + name

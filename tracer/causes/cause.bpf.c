@@ -1,39 +1,24 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+// SPDX-License-Identifier: GPL-2.0
 /*
  * Why a packet was dropped, on kernels whose kfree_skb carries no reason (before 5.17):
- * the return of the function that decided it. Included by drop.bpf.c, whose maps it shares.
+ * the return of the function that decided it. Linked into one object with bpf/drop.bpf.c,
+ * whose kfree_skb program takes what these hooks leave (bpf/cause.h), and whose maps and
+ * event helpers they share (bpf/dt.h).
  *
  * Each hook has an fexit program and a kprobe+kretprobe pair; user space attaches the first
  * the kernel allows (fexit needs BTF trampolines; x86 trampolines take at most 6 arguments
  * before 6.6, and fib_validate_source has 8). Hints live in per-CPU slots: the drop and
  * the decision happen on one CPU within one call chain.
  */
-#ifndef DROPTRACE_CAUSE_BPF_H
-#define DROPTRACE_CAUSE_BPF_H
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "dt.h"
+#include "cause.h"
 
 #define DT_EXDEV 18 /* __fib_validate_source's "reverse path check failed" */
 #define DT_STACK 4  /* nested calls a kprobe stash follows (REJECT re-enters nf_hook_slow) */
-
-/* fib_validate_source returned -EXDEV for this skb; kfree_skb takes it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rp_hint SEC(".maps");
-
-/* A drop inside nf_hook_slow, waiting for its return to learn the hook and family. */
-struct dt_pending {
-	__u64 skb;
-	struct drop_event ev;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dt_pending);
-} nf_pending SEC(".maps");
 
 /* Arguments a kprobe saw, for its kretprobe (which sees only the return value). */
 struct dt_stash {
@@ -49,38 +34,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct dt_stash);
 } cause_stash SEC(".maps");
-
-/* DT_HOOK_RPFILTER if fib_validate_source failed for this skb, else 0. */
-static __always_inline __u8 take_rp_hint(__u64 skb)
-{
-	__u32 zero = 0;
-	__u64 *hint = bpf_map_lookup_elem(&rp_hint, &zero);
-
-	if (hint && *hint == skb) {
-		*hint = 0;
-		return DT_HOOK_RPFILTER;
-	}
-	return 0;
-}
-
-static __always_inline int park(__u64 skb, struct drop_event *ev)
-{
-	__u32 zero = 0;
-	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
-	struct dt_pending *p = bpf_map_lookup_elem(&nf_pending, &zero);
-
-	if (!p || !cfg) {
-		if (cfg)
-			emit(cfg, ev);
-		return 0;
-	}
-	if (p->skb) /* its return was missed (a migrated task): send it as it is */
-		emit(cfg, &p->ev);
-	stamp(ev); /* now, not when nf_hook_slow returns */
-	p->skb = skb;
-	__builtin_memcpy(&p->ev, ev, sizeof(*ev));
-	return 0;
-}
 
 static __always_inline void rp_return(__u64 skb, int ret)
 {
@@ -196,5 +149,3 @@ int BPF_KRETPROBE(dt_nf_kretprobe, int ret)
 		nf_return(skb, hook, pf, ret);
 	return 0;
 }
-
-#endif
