@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -66,13 +67,45 @@ def lab_pod_uid(prefix: str, role: str) -> str:
     raise AssertionError(f"no lab pod {role}")
 
 
-def send_udp(ns: str, dst: str, port: int, n: int = 3, src: str | None = None) -> None:
+def send_udp(
+    ns: str, dst: str, port: int, n: int = 3, src: str | None = None, size: int = 0
+) -> None:
     """n UDP datagrams from namespace ns; bounded, never waits for an answer."""
+    payload = f"b'x' * {size}" if size else "b'droptrace'"
     bind = f"s.bind(({src!r}, 0));" if src else ""
     family = "AF_INET6" if ":" in dst else "AF_INET"
     code = (
         f"import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM);"
-        f"{bind}[s.sendto(b'droptrace', ({dst!r}, {port})) for _ in range({n})]"
+        f"{bind}[s.sendto({payload}, ({dst!r}, {port})) for _ in range({n})]"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
+@contextmanager
+def background(ns: str, code: str) -> Iterator[subprocess.Popen[str]]:
+    """Python `code` running in namespace ns for the length of the block, then killed."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def send_df(ns: str, dst: str, port: int, size: int, n: int = 2) -> None:
+    """n UDP datagrams of `size` payload bytes with DF set, whatever path MTU the sender has
+    learnt (IP_PMTUDISC_PROBE): each one reaches the link that is too small for it."""
+    family = "AF_INET6" if ":" in dst else "AF_INET"
+    level, opt = ("IPPROTO_IPV6", 23) if ":" in dst else ("IPPROTO_IP", 10)  # *_MTU_DISCOVER
+    code = (
+        f"import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM);"
+        f"s.setsockopt(socket.{level}, {opt}, 3);"  # IP_PMTUDISC_PROBE
+        f"[s.sendto(b'x' * {size}, ({dst!r}, {port})) for _ in range({n})]"
     )
     sh(sys.executable, "-c", code, ns=ns)
 

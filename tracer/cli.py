@@ -12,9 +12,11 @@ from tracer.commands.agent import serve
 from tracer.commands.common import (
     Seconds,
     ip_option,
+    namespace_option,
     netns_gone,
     netns_option,
     one_line_errors,
+    pod_option,
     sink,
     tell,
 )
@@ -44,12 +46,8 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     callback=_show_version,
     help="Show the version and the BPF object's build id, then exit.",
 )
-@click.option(
-    "--pod",
-    metavar="NAME",
-    help="Only drops of this pod's traffic (its addresses, filtered in the kernel).",
-)
-@click.option("-n", "--namespace", metavar="NAMESPACE", help="The --pod's Kubernetes namespace.")
+@pod_option
+@namespace_option
 @netns_option
 @ip_option
 @click.option(

@@ -12,8 +12,8 @@ from tracer.hooks import DropTracer
 from tracer.model.findings import Finding, Level, NamespaceFacts
 from tracer.model.sockets import Socket
 from tracer.model.tracing import Filters, HookReport, HookState
-from tracer.system import host, netns, sockets, sysctl
-from tracer.system.iptables import parse_iptables_save
+from tracer.system import host, links, netns, sockets, sysctl
+from tracer.system.iptables import SAVES, parse_iptables_save
 from tracer.system.kernel import DropReasons
 from tracer.system.netns import NetnsRef
 
@@ -23,7 +23,7 @@ _BUILTIN_CHAINS = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
 def gather(ref: NetnsRef) -> NamespaceFacts:
     path = ref.path
     drops = []
-    for cmd, family in (("iptables-nft-save", "ipv4"), ("iptables-legacy-save", "ipv4")):
+    for cmd, family in SAVES:
         text = netns.command(path, cmd, "-c")
         for r in parse_iptables_save(text, family):
             if r.matches_everything and r.rule.chain not in _BUILTIN_CHAINS:
@@ -37,6 +37,8 @@ def gather(ref: NetnsRef) -> NamespaceFacts:
         masquerade=host.masquerades(path),
         rule_counts=host.rule_counts(path),
         unconditional_drops=drops,
+        links=links.all_links(path),
+        interfaces6=host.addressed_interfaces(path, family=10),
         sockets=socks,
         socket_sysctls=socket_sysctls,
     )

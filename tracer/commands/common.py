@@ -70,6 +70,14 @@ def complete_netns(
 
 
 # Scope options of every command that keeps hooks in the kernel.
+pod_option = click.option(
+    "--pod",
+    metavar="NAME",
+    help="Only drops of this pod's traffic (its addresses, filtered in the kernel).",
+)
+namespace_option = click.option(
+    "-n", "--namespace", metavar="NAMESPACE", help="The --pod's Kubernetes namespace."
+)
 netns_option = click.option(
     "--netns",
     "netns_specs",

@@ -5,10 +5,19 @@ from __future__ import annotations
 import click
 
 from tracer import recorder, startup
-from tracer.commands.common import ip_option, netns_option, one_line_errors, tell
+from tracer.commands.common import (
+    ip_option,
+    namespace_option,
+    netns_option,
+    one_line_errors,
+    pod_option,
+    tell,
+)
 
 
 @click.command()
+@pod_option
+@namespace_option
 @netns_option
 @ip_option
 @click.option(
@@ -19,9 +28,20 @@ from tracer.commands.common import ip_option, netns_option, one_line_errors, tel
     help="Drops kept (the oldest are overwritten).",
 )
 @one_line_errors
-def record(netns_specs: tuple[str, ...], cidrs: tuple[str, ...], size: int) -> None:
-    """Start a flight recorder in the kernel that keeps recording after this command exits."""
-    ready = startup.start(startup.Scope(netns=netns_specs, cidrs=cidrs), signals=False, note=tell)
+def record(
+    pod: str | None,
+    namespace: str | None,
+    netns_specs: tuple[str, ...],
+    cidrs: tuple[str, ...],
+    size: int,
+) -> None:
+    """Start a flight recorder in the kernel that keeps recording after this command exits.
+
+    With --pod, the pod's addresses as they are now are recorded (a pod that restarts with
+    a new address needs a new recorder)."""
+    scope = startup.Scope(pod, namespace, netns=netns_specs, cidrs=cidrs)
+    ready = startup.start(scope, signals=False, note=tell)
+    ready.tell(tell)
     started = recorder.start(
         ready.filters, size, kernel_reasons=ready.reasons.available, counted=ready.counted
     )

@@ -11,26 +11,36 @@ from __future__ import annotations
 
 from tracer.diagnose import (
     bridge_netfilter,
+    checksum,
     conntrack,
     forwarding,
+    link,
     listen_queue,
+    martian,
+    mtu,
     neighbour,
     netfilter,
     no_socket,
+    qdisc,
     routing,
     rp_filter,
     socket_buffer,
+    tc,
+    tcp,
 )
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.findings import Finding, NamespaceFacts
 
 # In the order their evidence decides: forwarding before routing (a router with forwarding
-# off also has no route for the packet), conntrack INVALID before any other rule.
+# off also has no route for the packet), conntrack INVALID before any other rule, a link
+# with no carrier before the (noop) queue that drops for it.
 CAUSES: tuple[Cause, ...] = (
     rp_filter.CAUSE,
+    martian.CAUSE,
     forwarding.CAUSE,
     routing.CAUSE,
+    mtu.CAUSE,
     bridge_netfilter.CAUSE,
     conntrack.CAUSE,
     netfilter.CAUSE,
@@ -38,19 +48,18 @@ CAUSES: tuple[Cause, ...] = (
     no_socket.CAUSE,
     socket_buffer.CAUSE,
     listen_queue.CAUSE,
+    link.CAUSE,
+    tc.CAUSE,
+    qdisc.CAUSE,
+    checksum.CAUSE,
+    tcp.CAUSE,
 )
 # Reasons no cause module owns (yet), with what they alone say.
 _OTHER: dict[str, str] = {
     "SOCKET_FILTER": "a socket filter (e.g. BPF on the socket) dropped it",
-    "TCP_INVALID_SEQUENCE": "a TCP segment outside the receive window",
     "IP_INHDR": "a malformed IP header",
-    "IP_CSUM": "a bad IP checksum",
-    "UDP_CSUM": "a bad UDP checksum",
     "PKT_TOO_SMALL": "a truncated packet",
     "OTHERHOST": "sent to another host's MAC address",
-    "TC_INGRESS": "a tc ingress filter dropped it",
-    "TC_EGRESS": "a tc egress filter dropped it",
-    "QDISC_DROP": "the queueing discipline dropped it (queue full)",
 }
 # Drops that are the network working as designed: frames for another host's MAC, IPv6
 # arriving where it is disabled, neighbour solicitations for other hosts, purged queues.

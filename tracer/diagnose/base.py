@@ -10,6 +10,7 @@ from tracer.model import Category, Diagnosis, Drop, Facts
 from tracer.model.evidence import Evidence, Routing
 from tracer.model.findings import Finding, NamespaceFacts
 from tracer.system.conntrack import ConntrackLookups
+from tracer.system.counters import Deltas
 from tracer.system.netns import NetnsNames, NetnsRef
 
 # Reasons the kernel gives when ip_route_input() ends in ip_error(): forwarding off, no
@@ -34,6 +35,7 @@ class Site:
     ref: NetnsRef  # the namespace of the drop
     names: NetnsNames  # every namespace (a reply's request may be seen in another)
     conntrack: ConntrackLookups  # conntrack by tuple, in any namespace
+    deltas: Deltas  # how far a namespace's kernel counters moved since the last look
     pod_of: Callable[[int], str | None] = lambda _pid: None  # pid -> its pod's namespace/name
 
 

@@ -56,7 +56,8 @@ def diagnose(drop: Drop, facts: Facts) -> Diagnosis | None:
         fix = f"remove or replace the {kind} route covering {drop.dst}{table} {ns}"
     else:
         what = f"no route to {drop.dst}{table}{via_rule}"
-        fix = f"add a route to {drop.dst}'s network (ip route add CIDR via NEXT-HOP) {ns}"
+        ip = "ip -6" if drop.dst is not None and drop.dst.version == 6 else "ip"
+        fix = f"add a route to {drop.dst}'s network ({ip} route add CIDR via NEXT-HOP) {ns}"
     if rule:
         fix += f", or change the ip rule that sends this source to another table ({rule})"
     explanation = f"{what} {ns}; the packet arrived on {facts.iface or '?'} and was dropped"

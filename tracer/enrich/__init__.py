@@ -9,16 +9,20 @@ from datetime import UTC, datetime
 
 from tracer.causes.facts import facts as cause_facts
 from tracer.diagnose.base import Site
-from tracer.enrich.evidence import EvidenceCache
+from tracer.enrich.evidence import EvidenceCache, egress_read
 from tracer.enrich.pods import PodIdentity
 from tracer.enrich.podtypes import Pod
 from tracer.enrich.rules import RuleFinder
-from tracer.model import Drop, Facts, PodRef, Rule
-from tracer.model.evidence import Dnat, Evidence, PodInterfaces
+from tracer.model import Drop, Facts, IPAddress, PodRef, Rule
+from tracer.model.evidence import Dnat, Evidence, IfaceFromRoute, PodInterfaces
 from tracer.system.conntrack import ConntrackLookups
+from tracer.system.counters import Deltas
 from tracer.system.ifaces import IfaceNames
 from tracer.system.kernel import DropReasons, KernelSymbols
-from tracer.system.netns import NetnsNames
+from tracer.system.netns import NetnsNames, NetnsRef
+
+_NAT_PROTOS = (6, 17, 132)  # TCP, UDP, SCTP: what kube-proxy DNATs
+_DNAT_TTL = 5.0
 
 
 class Enricher:
@@ -32,6 +36,8 @@ class Enricher:
         self.ifaces = IfaceNames(self.netns)
         self._evidence = EvidenceCache()
         self._conntrack = ConntrackLookups()
+        self._deltas = Deltas()
+        self._dnat_seen: dict[tuple[object, ...], tuple[float, IPAddress | None]] = {}
         self._rules = RuleFinder()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock.
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -46,7 +52,12 @@ class Enricher:
         iface = self.ifaces.name(drop.netns, drop.ifindex)
         ref = self.netns.lookup(drop.netns)
         evidence: list[Evidence] = []
-        if ref is not None and drop.src is not None and drop.dst is not None:
+        if iface is None and not drop.ifindex and ref is not None and drop.dst is not None:
+            # Sent here and dropped before it had a device: the one its route leaves by.
+            routed = self._evidence.cached(egress_read(drop, ref))
+            evidence += routed
+            iface = next((e.iface for e in routed if isinstance(e, IfaceFromRoute)), None)
+        if ref is not None:
             site = Site(
                 drop,
                 reason,
@@ -55,6 +66,7 @@ class Enricher:
                 ref,
                 self.netns,
                 self._conntrack,
+                self._deltas,
                 self.pods.of_process,
             )
             evidence += self._evidence.gather(site)
@@ -83,20 +95,45 @@ class Enricher:
             rule=rule,
             src_pod=src_pod.ref if src_pod else None,
             dst_pod=dst_pod.ref if dst_pod else None,
-            svc=self._service(drop, evidence),
+            svc=self._service(drop, evidence, ref),
             local_pod=_local_pod(drop, src_pod, dst_pod),
         )
 
-    def _service(self, drop: Drop, evidence: list[Evidence]) -> str | None:
+    def _service(self, drop: Drop, evidence: list[Evidence], ref: NetnsRef | None) -> str | None:
         """The service a packet was sent to: its destination, or (once DNAT'd to a backend)
-        the original destination conntrack remembers."""
+        the original destination conntrack remembers: of the connection this reply belongs
+        to (Dnat), or of a packet the node DNAT'd and then dropped on its way on."""
         addrs = [drop.dst] if drop.dst else []
         addrs += [e.service for e in evidence if isinstance(e, Dnat)]
         for addr in addrs:
             svc = self.pods.service(addr)
             if svc is not None:
                 return svc.ref
-        return None
+        original = self._dnat_destination(drop, ref)
+        svc = self.pods.service(original) if original is not None else None
+        return svc.ref if svc is not None else None
+
+    def _dnat_destination(self, drop: Drop, ref: NetnsRef | None) -> IPAddress | None:
+        """Where a packet was sent before this namespace DNAT'd it (kube-proxy's service to
+        backend): the connection whose reply would come back from its new destination. Pods'
+        namespaces do no service NAT: not asked there."""
+        d = drop
+        if ref is None or d.src is None or d.dst is None or d.sport is None or d.dport is None:
+            return None
+        if d.l4proto not in _NAT_PROTOS or self.pods.is_pod_netns(d.netns):
+            return None
+        key = (d.netns, d.l4proto, d.src, d.sport, d.dst, d.dport)
+        now = time.monotonic()
+        hit = self._dnat_seen.get(key)
+        if hit is not None and now - hit[0] < _DNAT_TTL:
+            return hit[1]
+        found = self._conntrack.dnat_origin(
+            ref.path, d.l4proto, str(d.dst), d.dport, str(d.src), d.sport
+        )
+        if len(self._dnat_seen) >= 4096:
+            self._dnat_seen.clear()
+        self._dnat_seen[key] = (now, found.original_dst if found else None)
+        return found.original_dst if found else None
 
 
 def _local_pod(drop: Drop, src: Pod | None, dst: Pod | None) -> PodRef | None:

@@ -11,7 +11,10 @@ from typing import Any
 
 from tracer.diagnose import evidence_reads
 from tracer.diagnose.base import Read, Site
-from tracer.model.evidence import Evidence, Unreadable
+from tracer.model import Drop
+from tracer.model.evidence import Evidence, IfaceFromRoute, Unreadable
+from tracer.system import routes
+from tracer.system.netns import NetnsRef
 
 _TTL = 2.0
 MAX_ENTRIES = 4096  # cached reads at most: a session of many flows stays bounded
@@ -23,9 +26,9 @@ class EvidenceCache:
 
     def gather(self, site: Site) -> tuple[Evidence, ...]:
         """Every record the cause modules want for this drop."""
-        return tuple(e for read in evidence_reads(site) for e in self._cached(read))
+        return tuple(e for read in evidence_reads(site) for e in self.cached(read))
 
-    def _cached(self, read: Read) -> tuple[Evidence, ...]:
+    def cached(self, read: Read) -> tuple[Evidence, ...]:
         hit = self._cache.get(read.key)
         now = time.monotonic()
         if hit and now - hit[0] < _TTL:
@@ -38,3 +41,16 @@ class EvidenceCache:
             self._cache.clear()
         self._cache[read.key] = (now, value)
         return value
+
+
+def egress_read(drop: Drop, ref: NetnsRef) -> Read:
+    """The device a packet the namespace sent would leave by: its route, from its own source
+    address where that is one of the namespace's (else from any)."""
+
+    def read() -> tuple[Evidence, ...]:
+        dst = str(drop.dst)
+        out = routes.egress(ref.path, dst, str(drop.src)) if drop.src else None
+        out = out or routes.egress(ref.path, dst)
+        return (IfaceFromRoute(out.oif),) if out is not None and out.oif else ()
+
+    return Read(("egress", drop.netns, drop.src, drop.dst), read)

@@ -39,6 +39,13 @@ class Category(StrEnum):
     BRIDGE_NETFILTER = "bridge_netfilter"
     SOCKET_BUFFER = "socket_buffer"
     LISTEN_QUEUE = "listen_queue"
+    MTU = "mtu"
+    LINK_DOWN = "link_down"
+    TC = "tc"
+    QDISC = "qdisc"
+    CHECKSUM = "checksum"
+    TCP = "tcp"
+    MARTIAN = "martian"
     OTHER = "other"
 
 

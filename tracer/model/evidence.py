@@ -85,14 +85,28 @@ class RpFilter(Evidence):
 
 @dataclass(frozen=True, slots=True)
 class Forwarding(Evidence):
-    """The forwarding sysctls of the namespace that received a packet to route."""
+    """The forwarding sysctls of the namespace that received a packet to route: IPv4's
+    (ip_forward, conf.all and conf.<iface>.forwarding), or IPv6's (conf.all.forwarding
+    decides; conf.<iface>.force_forwarding, 6.17+, turns it on for one interface)."""
 
     iface: str
     ip_forward: int | None
     all: int | None
     on_iface: int | None
+    family: str = "ipv4"
+    force: int | None = None  # IPv6: conf.<iface>.force_forwarding (None: an older kernel)
+
+    @property
+    def disabled(self) -> bool:
+        """Whether the kernel refuses to forward what arrives on iface."""
+        if self.family == "ipv6":
+            return self.all == 0 and not self.force
+        return self.on_iface == 0
 
     def json(self) -> dict[str, Json]:
+        if self.family == "ipv6":
+            v6: dict[str, Json] = {"family": "ipv6", "all": self.all, self.iface: self.on_iface}
+            return {"forwarding": v6 | _present({"force_forwarding": self.force})}
         values: dict[str, Json] = {"ip_forward": self.ip_forward, "all": self.all}
         values[self.iface] = self.on_iface
         return {"forwarding": values}
@@ -147,6 +161,60 @@ class RuleSource(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class ConntrackTable(Evidence):
+    """The namespace's conntrack table at a netfilter drop: its entries against the maximum
+    (net.netfilter.nf_conntrack_max is global, the count per namespace), the statistics that
+    count what conntrack itself dropped, and how they moved since droptrace's previous look."""
+
+    count: int
+    max: int
+    buckets: int | None
+    stats: dict[str, int]  # drop, early_drop, insert_failed, clash_resolve, invalid
+    moved: dict[str, int] | None  # None: droptrace's first look at this namespace
+    top_sources: tuple[tuple[str, int], ...] = ()  # (source, entries), most first
+    scanned: int = 0  # entries read to find the top sources
+
+    @property
+    def full(self) -> bool:
+        """At the maximum: a new connection found no room (early drop found none to evict)."""
+        return self.max > 0 and self.count >= self.max
+
+    def grew(self, stat: str) -> int:
+        """How much a statistic grew since the previous look (its total at the first look)."""
+        return self.stats.get(stat, 0) if self.moved is None else self.moved.get(stat, 0)
+
+    def json(self) -> dict[str, Json]:
+        table: dict[str, Json] = {"count": self.count, "max": self.max, "buckets": self.buckets}
+        table["stats"] = dict(self.stats)
+        table["moved"] = dict(self.moved) if self.moved is not None else None
+        if self.top_sources:
+            table["top_sources"] = [{"src": s, "entries": n} for s, n in self.top_sources]
+            table["scanned"] = self.scanned
+        return {"conntrack": table}
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop(Evidence):
+    """The neighbour a packet waited for: the gateway of its route (else the destination
+    itself), its ARP/ND entry, and which link's subnet it is in."""
+
+    via: str
+    dev: str | None
+    gateway: bool  # the route's gateway (False: the destination is on the link)
+    state: str | None  # NUD state (FAILED, INCOMPLETE, ...); None: no entry any more
+    lladdr: str | None
+    on_dev: bool  # in a subnet of dev
+    subnet_of: str | None = None  # another device whose subnet it is in
+    unres_qlen_bytes: int | None = None  # what may wait for an answer (NEIGH_QUEUEFULL)
+
+    def json(self) -> dict[str, Json]:
+        hop: dict[str, Json] = {"via": self.via, "dev": self.dev, "gateway": self.gateway}
+        hop |= {"state": self.state, "lladdr": self.lladdr, "on_link": self.on_dev}
+        hop |= _present({"subnet_of": self.subnet_of, "unres_qlen_bytes": self.unres_qlen_bytes})
+        return {"next_hop": hop}
+
+
+@dataclass(frozen=True, slots=True)
 class NetfilterHook:
     hook: str  # PREROUTING, INPUT, ...
     family: str  # ipv4, ipv6, bridge, ...
@@ -167,6 +235,55 @@ class CauseHook(Evidence):
         if self.reason_inferred:
             out["reason_inferred"] = True
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Martian(Evidence):
+    """An address the kernel refuses on the wire: which end, what kind of address it is, how
+    the namespace routes it, and the sysctls that would let it through."""
+
+    end: str  # source or destination
+    addr: str
+    kind: str  # local, zero, multicast, broadcast, loopback, reserved, subnet broadcast
+    route: RouteLookup | None
+    accept_local: int | None = None  # conf.<iface>: a local source from outside is allowed
+    route_localnet: int | None = None  # conf.<iface>: 127/8 is routed on other devices
+
+    def json(self) -> dict[str, Json]:
+        out: dict[str, Json] = {"end": self.end, "addr": self.addr, "kind": self.kind}
+        out["route"] = self.route.json() if self.route is not None else None
+        out |= _present({"accept_local": self.accept_local, "route_localnet": self.route_localnet})
+        return {"martian": out}
+
+
+@dataclass(frozen=True, slots=True)
+class TcpCounters(Evidence):
+    """The namespace's TCP listener counters (TcpExt) at a TCP drop, and how they moved."""
+
+    values: dict[str, int]  # ListenOverflows, ListenDrops
+    moved: dict[str, int] | None  # None: droptrace's first look at this namespace
+    somaxconn: int | None
+
+    def grew(self, name: str) -> int:
+        """How much a counter grew since the previous look (its total at the first look)."""
+        return self.values.get(name, 0) if self.moved is None else self.moved.get(name, 0)
+
+    def json(self) -> dict[str, Json]:
+        tcp: dict[str, Json] = dict(self.values)
+        tcp["moved"] = dict(self.moved) if self.moved is not None else None
+        tcp["somaxconn"] = self.somaxconn
+        return {"tcp": tcp}
+
+
+@dataclass(frozen=True, slots=True)
+class IfaceFromRoute(Evidence):
+    """A packet this namespace sent, dropped before it had a device (netfilter's OUTPUT,
+    conntrack): `iface` is where its route leaves, as the kernel would route it."""
+
+    iface: str
+
+    def json(self) -> dict[str, Json]:
+        return {"iface_from": "route"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tracer.model.devices import Link
 from tracer.model.sockets import Socket
 
 
@@ -32,6 +33,8 @@ class NamespaceFacts:
     masquerade: bool
     rule_counts: dict[str, int]  # iptables rules per backend (nft, legacy)
     unconditional_drops: list[str] = field(default_factory=list)  # rule texts, user chains
+    links: list[Link] = field(default_factory=list)  # every device, lo included
+    interfaces6: list[str] = field(default_factory=list)  # with a global IPv6 address
     # UDP sockets and TCP listeners, with their owners; the sysctls that bound their queues.
     sockets: tuple[Socket, ...] = ()
     socket_sysctls: dict[str, int | str | None] = field(default_factory=dict)
@@ -42,5 +45,6 @@ class NamespaceFacts:
 
     @property
     def routes_packets(self) -> bool:
-        """Several addressed interfaces or a bridge: the namespace forwards between them."""
-        return len(self.interfaces) >= 2 or bool(self.bridges)
+        """Several addressed interfaces (IPv4 or IPv6) or a bridge: the namespace forwards
+        between them."""
+        return len(self.interfaces) >= 2 or len(self.interfaces6) >= 2 or bool(self.bridges)

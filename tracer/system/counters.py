@@ -158,3 +158,54 @@ def read(refs: Collection[NetnsRef], wanted: Collection[str], host_wide: bool) -
             continue
     softnet = parse_softnet(_text(SOFTNET)) if host_wide else {}
     return Reading(at, namespaces, softnet)
+
+
+def mibs(ns_path: Path, wanted: Collection[str]) -> dict[str, int]:
+    """Just the SNMP MIBs of `wanted` (nstat's names) of a namespace, for one drop's evidence."""
+
+    def read() -> dict[str, int]:
+        out = parse_snmp(_text(_NET / "snmp"), wanted)
+        out |= parse_snmp(_text(_NET / "netstat"), wanted)
+        return out | parse_snmp6(_text(_NET / "snmp6"), wanted)
+
+    return netns.run_in(ns_path, read)
+
+
+# Older kernels name conntrack's clash column differently; one name for both.
+_CT_COLUMNS = {"clashres": "clash_resolve"}
+
+
+def parse_conntrack_table(text: str) -> dict[str, int]:
+    """Every column of /proc/net/stat/nf_conntrack summed over CPUs ("entries" is the
+    namespace's count on every line: kept once)."""
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    names = [_CT_COLUMNS.get(n, n) for n in lines[0].split()]
+    out = dict.fromkeys(names, 0)
+    for line in lines[1:]:
+        for name, value in zip(names, line.split(), strict=False):
+            out[name] = int(value, 16) if name == "entries" else out[name] + int(value, 16)
+    return out
+
+
+def conntrack_table(ns_path: Path) -> dict[str, int] | None:
+    """Conntrack's statistics in the namespace, or None where conntrack is not loaded."""
+    text = netns.run_in(ns_path, lambda: _text(_NET / "stat" / "nf_conntrack"))
+    return parse_conntrack_table(text) if text else None
+
+
+class Deltas:
+    """How far counters moved since the previous look at the same key (a namespace): a
+    storm re-reads them every few seconds, and only what moved since says what this drop did."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[object, ...], dict[str, int]] = {}
+
+    def moved(self, key: tuple[object, ...], values: dict[str, int]) -> dict[str, int] | None:
+        """Counters that changed since the last look, by how much; None at the first look."""
+        before = self._last.get(key)
+        self._last[key] = dict(values)
+        if before is None:
+            return None
+        return {k: v - before.get(k, 0) for k, v in values.items() if v != before.get(k, 0)}

@@ -18,6 +18,7 @@ BRIDGE_KNOBS = (
     "net.bridge.bridge-nf-call-ip6tables",
     "net.bridge.bridge-nf-call-arptables",
 )
+CONNTRACK_KNOBS = ("net.netfilter.nf_conntrack_count", "net.netfilter.nf_conntrack_max")
 
 
 def _run(*cmd: str, ns_path: Path | None = None) -> str:
@@ -48,9 +49,12 @@ def ruleset_digest(ns_path: Path | None = None) -> str | None:
 def rule_counts(ns_path: Path) -> dict[str, int]:
     """Rules per iptables backend in a namespace (both non-zero: mixed backends)."""
     counts = {}
-    for backend, cmd in (("nft", "iptables-nft-save"), ("legacy", "iptables-legacy-save")):
+    for backend in ("nft", "legacy"):
         counts[backend] = sum(
-            1 for line in _run(cmd, ns_path=ns_path).splitlines() if line.startswith("-A ")
+            1
+            for cmd in (f"iptables-{backend}-save", f"ip6tables-{backend}-save")
+            for line in _run(cmd, ns_path=ns_path).splitlines()
+            if line.startswith("-A ")
         )
     return counts
 
@@ -62,10 +66,11 @@ def sysctls(ns_path: Path) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
         names = sorted(p.name for p in _CONF.iterdir())
         out["net.ipv4.ip_forward"] = _int(Path("/proc/sys/net/ipv4/ip_forward"))
+        out["net.ipv6.conf.all.forwarding"] = _int(Path("/proc/sys/net/ipv6/conf/all/forwarding"))
         for name in names:
             for knob in ("rp_filter", "forwarding"):
                 out[f"net.ipv4.conf.{name}.{knob}"] = _int(_CONF / name / knob)
-        for key in BRIDGE_KNOBS:
+        for key in (*BRIDGE_KNOBS, *CONNTRACK_KNOBS):
             out[key] = _int(Path("/proc/sys") / key.replace(".", "/"))
         return out
 
@@ -83,14 +88,20 @@ def interfaces(ns_path: Path) -> list[str]:
     return netns.run_in(ns_path, lambda: sorted(p.name for p in _CONF.iterdir()))
 
 
-def addressed_interfaces(ns_path: Path) -> list[str]:
-    """Interfaces other than lo that carry an IPv4 address: the ones packets are routed between."""
+def addressed_interfaces(ns_path: Path, family: int = 2) -> list[str]:
+    """Interfaces other than lo that carry an IPv4 (family 10: a global IPv6) address: the
+    ones packets are routed between."""
 
     def read() -> list[str]:
         with IPRoute() as ipr:
             names = {int(x["index"]): str(x.get_attr("IFLA_IFNAME")) for x in ipr.get_links()}
             return sorted(
-                {names.get(int(a["index"]), "?") for a in ipr.get_addr(family=2)} - {"lo"}
+                {
+                    names.get(int(a["index"]), "?")
+                    for a in ipr.get_addr(family=family)
+                    if family == 2 or a["scope"] == 0  # IPv6: not link-local
+                }
+                - {"lo"}
             )
 
     return netns.run_in(ns_path, read)

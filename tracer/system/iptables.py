@@ -95,12 +95,20 @@ def parse_nft(text: str) -> list[CountedRule]:
     return out
 
 
+# Each iptables-save of the namespace, with the family its rules are named with.
+SAVES = (
+    ("iptables-nft-save", "ipv4"),
+    ("iptables-legacy-save", "ipv4 legacy"),
+    ("ip6tables-nft-save", "ipv6"),
+    ("ip6tables-legacy-save", "ipv6 legacy"),
+)
+
+
 def counted_rules(ns_path: Path) -> list[CountedRule]:
     """Every DROP/REJECT rule of the namespace with its counter, in both iptables backends
-    and native nft. iptables-nft first: its rules show again in the nft listing, in a less
-    familiar form."""
-    return (
-        parse_iptables_save(netns.command(ns_path, "iptables-nft-save", "-c"), "ipv4")
-        + parse_iptables_save(netns.command(ns_path, "iptables-legacy-save", "-c"), "ipv4 legacy")
-        + parse_nft(netns.command(ns_path, "nft", "-a", "list", "ruleset"))
+    (IPv4 and IPv6) and native nft. iptables-nft first: its rules show again in the nft
+    listing, in a less familiar form."""
+    saved = [parse_iptables_save(netns.command(ns_path, cmd, "-c"), f) for cmd, f in SAVES]
+    return [r for rules in saved for r in rules] + parse_nft(
+        netns.command(ns_path, "nft", "-a", "list", "ruleset")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -109,3 +110,38 @@ def _policy_rule(ipr: IPRoute, src: str | None, iif: str | None) -> str | None:
             selector += f" iif {rule_iif}"
         return f"{r.get_attr('FRA_PRIORITY') or 0}: {selector} lookup {table}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """Where the route to a destination leaves, and a path MTU the kernel learnt for it."""
+
+    oif: str | None
+    gateway: str | None
+    pmtu: int | None
+
+
+def egress(ns_path: Path, dst: str, src: str | None = None) -> Egress | None:
+    """The route a packet to dst (from src, one of the namespace's own addresses) would
+    take; None where there is none."""
+
+    def get() -> Egress | None:
+        with IPRoute() as ipr:
+            kwargs: dict[str, object] = {"dst": dst}
+            if src:
+                kwargs["src"] = src
+            try:
+                msg = ipr.route("get", **kwargs)[0]
+            except NetlinkError:
+                return None
+            oif_idx = msg.get_attr("RTA_OIF")
+            links = ipr.get_links(oif_idx) if oif_idx else []
+            metrics = msg.get_attr("RTA_METRICS")
+            pmtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+            return Egress(
+                links[0].get_attr("IFLA_IFNAME") if links else None,
+                msg.get_attr("RTA_GATEWAY"),
+                int(pmtu) if pmtu else None,
+            )
+
+    return netns.run_in(ns_path, get)
