@@ -235,12 +235,6 @@ def v6_topology(netns: MakeNetns) -> tuple[str, str, str]:
     return client, router, server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rule is found by counters from iptables-nft-save and iptables-legacy-save"
-    " (IPv4 only, tracer/system/iptables.py) and the nft listing: an ip6tables rule is named"
-    " in its nft form without its comment (ip6tables-nft), or not at all (ip6tables-legacy)",
-)
 @pytest.mark.parametrize("ip6tables", ["ip6tables-nft", "ip6tables-legacy"])
 def test_ip6tables_drop_in_forward_is_netfilter_with_its_rule(
     netns: MakeNetns, ip6tables: str
@@ -270,10 +264,11 @@ def test_ipv6_forwarded_packet_without_a_route_is_no_route(netns: MakeNetns) -> 
 
 
 @pytest.mark.xfail(
+    NO_REASONS,
     strict=True,
-    reason="only the IPv4 forwarding sysctls are read (tracer/diagnose/forwarding.py): with"
-    " IPv4 forwarding on, an IPv6 drop at ip6_forward stays 'other' (with it off, the fix"
-    " given is net.ipv4.ip_forward=1)",
+    reason="without drop reasons a drop is taken for a routing one only where ip_error frees"
+    " it (ROUTING_LOCATIONS in tracer/diagnose/base.py); IPv6 forwarding refused frees at"
+    " ip6_forward, so it stays 'other'",
 )
 def test_ipv6_forwarding_off_is_forwarding_disabled(netns: MakeNetns) -> None:
     client, router, _ = v6_topology(netns)
