@@ -23,7 +23,7 @@ def watch_router(router: str, client: str, port: int = 5353, *args: str) -> list
         send_udp(client, "198.51.100.2", port, n=2)
         res = dt.wait()
     assert res.rc == 0, res.stderr
-    return [e for e in res.events if e["dport"] == port]
+    return [e for e in res.events if e.get("dport") == port]  # counter lines are no drops
 
 
 def test_reject_in_a_custom_iptables_nft_chain_is_named_with_its_comment(netns: MakeNetns) -> None:

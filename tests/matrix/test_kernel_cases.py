@@ -64,7 +64,8 @@ def watch(
         dt.interrupt()
         res = dt.wait(timeout=patience(30))
     assert res.rc == 0, res.stderr
-    return [e for e in res.events if e["dport"] == port], res.stderr
+    # The drops of that port; counter lines ({"type": "counter"}) are not drops.
+    return [e for e in res.events if e.get("dport") == port], res.stderr
 
 
 def hooks_of(stderr: str) -> str:

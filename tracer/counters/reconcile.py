@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from tracer.counters.catalog import DEVICE, MIBS, SOFTNET, Spec
 from tracer.model.counters import HOST_WIDE, CounterMove, CounterRef, Reading
+from tracer.system.kernel import NO_REASON
 
 # Traced drops: (netns inode, ifindex, reason name) -> count.
 Traced = Mapping[tuple[int, int, str], int]
@@ -55,11 +56,14 @@ class Deltas:
 
 def _give(spec: Spec, delta: int, pool: Counter[str], whole: Counter[str]) -> int:
     """The traced drops this counter accounts for; a primary counter takes them from the
-    pool, so no other counter claims them again; a sum of others compares with them all."""
+    pool, so no other counter claims them again; a sum of others compares with them all.
+    A drop traced without a reason (kernels before 5.17 give none) may be any counter's:
+    it is taken last, so a kernel with reasons is matched as before."""
+    reasons = (*spec.reasons, NO_REASON)
     if not spec.primary:
-        return min(delta, sum(whole.get(r, 0) for r in spec.reasons))
+        return min(delta, sum(whole.get(r, 0) for r in reasons))
     taken = 0
-    for reason in spec.reasons:
+    for reason in reasons:
         take = min(delta - taken, pool.get(reason, 0))
         pool[reason] -= take
         taken += take
