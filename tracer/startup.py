@@ -181,7 +181,7 @@ def start(
 
 
 def _api_configured() -> bool:
-    from tracer.enrich.pods_api import configured
+    from tracer.system.kubeconfig import configured
 
     return configured()
 

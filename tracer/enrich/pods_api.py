@@ -3,16 +3,15 @@ pod and IP -> service maps current from watches, so a reused IP names its new ow
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
 from ipaddress import ip_address
-from pathlib import Path
 from typing import Any
 
 from tracer.enrich.podtypes import Pod, Service
 from tracer.model import IPAddress
+from tracer.system.kubeconfig import configured
 
 # Pods that hold no IP any more; their addresses may already belong to another pod.
 _FINISHED = ("Succeeded", "Failed")
@@ -55,19 +54,6 @@ def _service(obj: Any) -> Service | None:
     lbs = obj.status.loadBalancer.ingress if obj.status and obj.status.loadBalancer else None
     ips += _ips(i.ip for i in (lbs or []))
     return Service(meta.namespace, meta.name, ips)
-
-
-_SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-
-def configured() -> bool:
-    """Whether any configuration lightkube would read (KubeConfig.from_env) is there."""
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
-    if Path("~/.kube/config").expanduser().exists():
-        return True
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and _SERVICE_ACCOUNT_TOKEN.exists()
 
 
 def api_client() -> tuple[Any, str]:

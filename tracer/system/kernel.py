@@ -93,17 +93,22 @@ class _Table:
 def function_spans(names: tuple[str, ...], path: Path = _KALLSYMS) -> dict[str, tuple[int, int]]:
     """[start, end) of a few kernel functions, end being the next symbol's address: what the
     BPF filters need before anything is attached, found without building the whole table
-    (which takes a tenth of a second more, and is built later, on the first drop, if ever)."""
+    (which takes a tenth of a second more, and is built later, on the first drop, if ever).
+    A plain search for " t NAME\n" per name: a regex anchored at every line start of the
+    8 MB file took several tenths of a second on a busy machine."""
     data = path.read_bytes()
     out = {}
     for name in names:
-        m = re.search(
-            rb"^([0-9a-f]+) [tT] " + re.escape(name.encode()) + rb"\n([0-9a-f]+) ",
-            data,
-            re.MULTILINE,
-        )
-        if m and int(m[1], 16) and int(m[2], 16) > int(m[1], 16):
-            out[name] = (int(m[1], 16), int(m[2], 16))
+        for kind in (b"T", b"t"):
+            at = data.find(b" " + kind + b" " + name.encode() + b"\n")
+            if at < 0:
+                continue
+            start = int(data[data.rfind(b"\n", 0, at) + 1 : at], 16)
+            after = data.find(b"\n", at) + 1
+            end = int(data[after : data.find(b" ", after)] or b"0", 16)
+            if start and end > start:
+                out[name] = (start, end)
+            break
     return out
 
 
