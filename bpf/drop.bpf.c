@@ -37,6 +37,13 @@ struct {
 } counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct counter_slot);
+} counter_slots SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, __u32);
@@ -164,21 +171,54 @@ static __always_inline int ip_matches(struct dt_config *cfg, const __u8 *addr, _
 	return 0;
 }
 
-static __always_inline void count(struct drop_event *e)
+/* Which slot of counter_slots a cause has: a multiplicative hash of its key. */
+static __always_inline __u32 slot_of(__u64 location, __u32 reason, __u32 ifindex, __u32 netns)
+{
+	__u64 h = location ^ ((__u64)reason << 32) ^ ((__u64)ifindex << 16) ^ netns;
+
+	h *= 0x9E3779B97F4A7C15ULL;
+	return (__u32)(h >> 32) & (DT_SLOTS - 1);
+}
+
+/* Counts a drop; returns its cause's slot on this CPU, or NULL when another cause holds that
+ * slot here and the drop was counted in the `counters` hash instead. */
+static __always_inline struct counter_slot *count(__u64 location, __u32 reason, __u32 ifindex,
+						  __u32 netns)
 {
 	struct counter_key key = {
-		.location = e->location,
-		.reason = e->reason,
-		.ifindex = e->ifindex,
-		.netns = e->netns,
+		.location = location,
+		.reason = reason,
+		.ifindex = ifindex,
+		.netns = netns,
 	};
+	__u32 idx = slot_of(location, reason, ifindex, netns);
+	struct counter_slot *s = bpf_map_lookup_elem(&counter_slots, &idx);
 	__u64 one = 1, *v;
 
-	stat_add(DT_STAT_MATCHED);
+	/* Per-CPU values: no other writer. */
+	if (s && s->used && s->location == location && s->reason == reason &&
+	    s->ifindex == ifindex && s->netns == netns) {
+		s->count += 1;
+		return s;
+	}
+	if (s && !s->used) {
+		s->location = location;
+		s->reason = reason;
+		s->ifindex = ifindex;
+		s->netns = netns;
+		s->count = 1;
+		s->window = 0;
+		s->passed = 0;
+		s->held = 0;
+		/* The key before `used`, for a reader on another CPU (x86 keeps store order). */
+		asm volatile("" ::: "memory");
+		s->used = 1;
+		return s;
+	}
 	v = bpf_map_lookup_elem(&counters, &key);
 	if (v) {
-		*v += 1; /* per-CPU value: no other writer */
-		return;
+		*v += 1;
+		return NULL;
 	}
 	if (bpf_map_update_elem(&counters, &key, &one, BPF_NOEXIST)) {
 		/* Raced with our own CPU's earlier insert, or the map is full. */
@@ -188,6 +228,27 @@ static __always_inline void count(struct drop_event *e)
 		else
 			stat_add(DT_STAT_UNCOUNTED);
 	}
+	return NULL;
+}
+
+/* The per-cause gate: at most `limit` drops of one cause per second on this CPU go on to be
+ * recorded or streamed; the rest are counted only (as held). In a storm this is
+ * where almost every drop stops: before its headers are read or an event is built. */
+static __always_inline int cause_allows(struct dt_config *cfg, struct counter_slot *s)
+{
+	__u64 now = cfg->hz ? bpf_jiffies64() : bpf_ktime_get_ns();
+	__u64 second = cfg->hz ? cfg->hz : 1000000000ULL;
+
+	if (now - s->window >= second) {
+		s->window = now;
+		s->passed = 0;
+	}
+	if (s->passed >= cfg->cause_limit) {
+		s->held += 1;
+		return 0;
+	}
+	s->passed += 1;
+	return 1;
 }
 
 static __always_inline int ignored(struct dt_config *cfg, __u64 location)
@@ -211,19 +272,37 @@ static __always_inline int netns_wanted(struct dt_config *cfg, __u32 netns)
 	return 0;
 }
 
-/* A drop every filter let through: read its headers (for the IP filter too), count it,
- * stream or record it. The event is built only here, so a rejected drop never pays for it. */
+/* A drop every filter let through: count it, then (within its cause's rate) read its
+ * headers, build the event and stream or record it. A rejected or only-counted drop never
+ * pays for the headers, except under an IP filter, which needs them first. */
 static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, __u64 location,
 				   __u32 reason, __u32 netns, __u32 ifindex, __u8 cause,
 				   const bool btf)
 {
-	struct drop_event ev = {};
+	struct drop_event ev;
+	struct counter_slot *slot;
+	bool headers = false;
 
-	read_headers(skb, &ev, btf);
-	if (cfg->filter_ip && !(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
-					      ip_matches(cfg, ev.daddr, ev.family))))
+	if (cfg->filter_ip) {
+		__builtin_memset(&ev, 0, sizeof(ev));
+		read_headers(skb, &ev, btf);
+		if (!(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
+				    ip_matches(cfg, ev.daddr, ev.family))))
+			return 0;
+		headers = true;
+	}
+	slot = count(location, reason, ifindex, netns);
+	if (cfg->cause_limit && slot && !cause_allows(cfg, slot))
 		return 0;
-
+	/* Streaming only, into a full ring: lost, before the event is built. */
+	if (!cfg->record_slots && !cfg->stream_off && !ring_has_room()) {
+		stat_add(DT_STAT_LOST);
+		return 0;
+	}
+	if (!headers) {
+		__builtin_memset(&ev, 0, sizeof(ev));
+		read_headers(skb, &ev, btf);
+	}
 	ev.location = location;
 	ev.reason = reason;
 	ev.netns = netns;
@@ -232,7 +311,6 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	ev.len = btf ? skb->len : BPF_CORE_READ(skb, len);
 	ev.mark = btf ? skb->mark : BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
-	count(&ev);
 	/* nf_hook_slow frees the skb before it returns: its return completes the event. */
 	if (cfg->cause_on[DT_CAUSE_NETFILTER] && location >= cfg->nf_lo && location < cfg->nf_hi)
 		return park((__u64)skb, &ev);

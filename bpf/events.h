@@ -21,10 +21,12 @@
 #define DT_CAUSE_NR 2
 
 /* Indexes of the per-CPU "stats" array. */
-#define DT_STAT_MATCHED 0   /* drops that passed the filters (== sum of counters) */
+#define DT_STAT_MATCHED 0   /* unused: the drops that passed the filters are the sum of the
+			     * counters and DT_STAT_UNCOUNTED (one add less per drop) */
 #define DT_STAT_LOST 1      /* events the ring buffer had no room for */
 #define DT_STAT_UNCOUNTED 2 /* drops the counters map had no slot for */
-#define DT_STAT_SUPPRESSED 3 /* events held back by the per-flow rate limit (still counted) */
+#define DT_STAT_SUPPRESSED 3 /* events held back by the per-flow limit (still counted); the
+			       * per-cause gate's are in counter_slot.held */
 #define DT_STAT_NR 4
 
 /* Kernel code ranges whose kfree_skb is not a packet drop (e.g. the skb an `ip route get`
@@ -62,7 +64,28 @@ struct drop_event {
 	__u32 pad2;
 };
 
-/* Key of the exact per-CPU drop counters. */
+/* Per-CPU counter slots: a cause's slot is the one its counter key hashes to (DT_SLOTS, a
+ * power of two); a cause whose slot another cause holds on that CPU is counted in the
+ * `counters` hash instead. A slot is an array element, so counting a drop costs no hash-map
+ * lookup, and it carries the cause's rate gate (cause_limit). Reading the counters means
+ * summing both: each key is in a slot of some CPUs and/or in the hash, never moved. */
+#define DT_SLOTS 256
+
+struct counter_slot {
+	__u64 location;
+	__u32 reason;
+	__u32 ifindex;
+	__u32 netns;
+	__u32 used;       /* 1: the key above holds this slot */
+	__u64 count;      /* its drops on this CPU */
+	__u64 window;     /* start of the cause's current one-second window on this CPU (jiffies,
+			   * or ns without dt_config.hz) */
+	__u32 passed;     /* drops let on to be recorded or streamed in that window */
+	__u32 pad;
+	__u64 held;       /* drops only counted: over the cause's rate (DT_STAT_SUPPRESSED adds them) */
+};
+
+/* Key of the exact per-CPU drop counters (the `counters` hash). */
 struct counter_key {
 	__u64 location;
 	__u32 reason;
@@ -86,6 +109,10 @@ struct dt_config {
 	__u32 hook;           /* index of the kfree_skb variant attached, for reports */
 	__u32 flow_limit;     /* stream at most this many events per flow per second per CPU; 0: all */
 	__u32 cause_on[DT_CAUSE_NR]; /* 1: that cause hook is attached */
+	__u32 cause_limit;    /* record or stream at most this many drops of one cause (counter
+			       * key) per second per CPU; the rest are only counted. 0: all */
+	__u32 hz;             /* the kernel's HZ: the gate's clock is jiffies (a clock read costs
+			       * ~30 ns per drop on a VM, jiffies ~1); 0: bpf_ktime_get_ns() */
 	__u64 nf_lo;          /* [nf_lo, nf_hi): nf_hook_slow, whose drops wait for its return */
 	__u64 nf_hi;
 	__u32 netns[DT_NETNS_FAST]; /* with filter_netns <= DT_NETNS_FAST; unused slots repeat [0] */

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.helpers import (
     send_udp,
     sh,
 )
+from tests.test_reliability import storm, storm_namespace
 from tracer.recorder import PIN_DIR
 
 pytestmark = pytest.mark.root
@@ -111,3 +113,21 @@ def test_forwarding_drops_recorded_unwatched_are_explained_in_the_dump(
     assert "sysctl -w net.ipv4.ip_forward=1" in text
     assert f"### netns {router}" in text and "net.ipv4.conf.r-cli.rp_filter = " in text
     assert os.uname().release in text
+
+
+def test_a_flood_of_one_cause_does_not_push_out_the_drops_before_it(
+    netns: MakeNetns, stopped_after: None
+) -> None:
+    ns = storm_namespace(netns)
+    assert run_cli("record", "--netns", ns, "--size", "1024", "--cause-rate", "50").rc == 0
+    send_udp(ns, "127.0.0.1", 4242, n=1)  # a rare drop: on lo, another cause than the flood's
+    with storm(ns, rate=2000, seconds=3):  # ~6,000 drops of one cause on st1
+        time.sleep(3.5)
+    doc = json.loads(run_cli("dump", "--json").stdout)
+    assert [d for d in doc["drops"] if d["dport"] == 4242], "the flood overwrote the rare drop"
+    t = doc["totals"]
+    # At most 50 a second per CPU of the flood were kept; all of it was counted.
+    assert t["matched"] > 3000 and t["held"] > 0
+    assert sum(t["per_reason"].values()) == t["matched"]
+    assert len(doc["drops"]) < 1024
+    assert doc["recorder"]["cause_rate"] == 50

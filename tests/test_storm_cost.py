@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import Droptrace, MakeNetns, link, send_udp, sh
 from tests.test_reliability import storm, storm_namespace
-from tracer.session import DEFAULT_CAUSE_RATE
+from tracer.hooks import DEFAULT_CAUSE_RATE
 from tracer.system import conntrack
 from tracer.system.netns import resolve
 

@@ -52,11 +52,13 @@ def build(pipeline: Pipeline) -> dict[str, Any]:
             ),
             "hook": rec.hook,
             "slots": rec.slots,
+            "cause_rate": rec.cause_rate,
         },
         "totals": {
             "matched": rec.stats.matched,
             "per_reason": totals,
             "uncounted": rec.stats.uncounted,
+            "held": rec.stats.suppressed,  # over their cause's rate: counted, not kept
         },
         "counters": counters,
         "drops": drops,

@@ -24,8 +24,8 @@ from tracer.commands.doctor import doctor
 from tracer.commands.lab import lab
 from tracer.commands.recorder import dump, record, status, stop
 from tracer.errors import UsageError
-from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
-from tracer.session import DEFAULT_CAUSE_RATE, DEFAULT_STREAM_RATE, Limits, Stream
+from tracer.hooks import DEFAULT_CAUSE_RATE, DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
+from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
 
 
 def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -36,6 +36,13 @@ KFREE_SKB_VARIANTS = (
 DEFAULT_RING_BYTES = 4 << 20
 # Events per second streamed for each flow of identical drops (per CPU); the rest are counted.
 DEFAULT_FLOW_LIMIT = 20
+# Drops of one cause (one in-kernel counter: place, reason, interface, namespace) recorded or
+# streamed per second per CPU at most; the rest of a flood of it are only counted, in the
+# kernel, before its headers are read (the summary shows them as suppressed). A storm of many
+# flows is one cause: reading, explaining and recording each drop of it took the CPU the
+# traffic needed. Every cause gets its first drops of every second through. The live stream
+# also explains at most this many of one cause per second over all CPUs (tracer.session).
+DEFAULT_CAUSE_RATE = 200
 # DROPTRACE_KFREE_SKB=raw_tp/kfree_skb (say) starts the search at that variant: to check the
 # fallbacks on a kernel that accepts the better ones, or to sidestep a misbehaving one.
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
@@ -83,6 +90,16 @@ def _words(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:8], sys.byteorder), int.from_bytes(raw[8:], sys.byteorder)
 
 
+def _kernel_hz() -> int:
+    """The kernel's HZ: the resolution of CLOCK_MONOTONIC_COARSE (6 in Linux's uapi; Python's
+    time module does not name it) is one jiffy. 0 if it cannot be told."""
+    try:
+        tick = time.clock_getres(6)
+    except OSError:
+        return 0
+    return round(1 / tick) if 0 < tick <= 0.1 else 0
+
+
 def _nf_span() -> tuple[int, int] | None:
     from tracer.system.kernel import function_spans  # kallsyms: only read when it is needed
 
@@ -100,8 +117,11 @@ class DropTracer:
         stream: bool = True,
         flow_limit: int = DEFAULT_FLOW_LIMIT,
         kernel_reasons: bool = False,
+        cause_limit: int = 0,
     ) -> None:
-        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out."""
+        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out.
+        cause_limit: drops of one cause (counter key) recorded or streamed per second per
+        CPU; the rest are only counted (0: every drop)."""
         self.filters = filters
         self._causes_needed = not kernel_reasons
         self.hooks = HookReport(kernel_reasons=kernel_reasons)
@@ -109,9 +129,10 @@ class DropTracer:
         path = object_path()
         try:
             self._obj, program = self._load_first(path, ring_bytes, max(record_slots, 1))
-            self._configure(program, record_slots, stream, flow_limit)
+            self._configure(program, record_slots, stream, flow_limit, cause_limit)
             self._ring = self._stack.enter_context(libbpf.RingBuffer(self._obj.map("events")))
             self._counters = self._obj.map("counters")
+            self._slots = self._obj.map("counter_slots")
             self._stats = self._obj.map("stats")
         except BaseException:
             self._stack.close()
@@ -157,7 +178,9 @@ class DropTracer:
             "the kernel refused every kfree_skb hook: " + "; ".join(self.hooks.unavailable)
         )
 
-    def _configure(self, program: str, record_slots: int, stream: bool, flow_limit: int) -> None:
+    def _configure(
+        self, program: str, record_slots: int, stream: bool, flow_limit: int, cause_limit: int
+    ) -> None:
         obj = self._obj
         f = self.filters
         one = ctypes.c_uint8(1)
@@ -184,6 +207,8 @@ class DropTracer:
         cfg.record_slots = record_slots
         cfg.stream_off = int(not stream)
         cfg.flow_limit = flow_limit
+        cfg.cause_limit = cause_limit
+        cfg.hz = _kernel_hz()
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.
@@ -250,30 +275,50 @@ class DropTracer:
         return self._ring.poll(timeout_ms, on_sample, limit)
 
     def counters(self) -> dict[CounterKey, int]:
-        return read_counters(self._counters)
+        return read_counters(self._counters, self._slots)
 
     def stats(self) -> Stats:
-        return read_stats(self._stats)
+        return read_stats(self._stats, self._counters, self._slots)
 
 
-def read_counters(counters: libbpf.Map) -> dict[CounterKey, int]:
-    """The exact per-key drop counts of a `counters` map (live, or a recorder's pin)."""
-    out = {}
-    for k in counters.keys(abi.struct("counter_key")):
-        key = CounterKey(k.location, k.reason, k.ifindex, k.netns)  # type: ignore[attr-defined]
-        out[key] = libbpf.percpu_sum(counters, k)
-    return out
+def read_counters(counters: libbpf.Map, slots: libbpf.Map) -> dict[CounterKey, int]:
+    """The exact per-key drop counts (live, or a recorder's pins)."""
+    return _read(counters, slots)[0]
 
 
-def read_stats(stats: libbpf.Map) -> Stats:
-    """The totals of a `stats` map: matched, lost, uncounted, suppressed."""
+def read_stats(stats: libbpf.Map, counters: libbpf.Map, slots: libbpf.Map) -> Stats:
+    """The totals: matched (the counters' sum and the uncounted), lost, uncounted, and
+    suppressed (by the per-flow limit, and over a cause's rate)."""
 
     def get(name: str) -> int:
         return libbpf.percpu_sum(stats, ctypes.c_uint32(abi.const(name)))
 
+    counts, held = _read(counters, slots)
+    uncounted = get("DT_STAT_UNCOUNTED")
     return Stats(
-        get("DT_STAT_MATCHED"),
+        sum(counts.values()) + uncounted,
         get("DT_STAT_LOST"),
-        get("DT_STAT_UNCOUNTED"),
-        get("DT_STAT_SUPPRESSED"),
+        uncounted,
+        get("DT_STAT_SUPPRESSED") + held,
     )
+
+
+def _read(counters: libbpf.Map, slots: libbpf.Map) -> tuple[dict[CounterKey, int], int]:
+    """Per-key drop counts and the drops held over their cause's rate: every CPU's counter
+    slots plus the `counters` hash, where a cause is counted on a CPU whose slot for it another
+    cause holds. A key is never moved between them, so each sum only grows."""
+    out: dict[CounterKey, int] = {}
+    held = 0
+    values = (abi.struct("counter_slot") * libbpf.num_possible_cpus())()
+    for i in range(abi.const("DT_SLOTS")):
+        if not slots.lookup(ctypes.c_uint32(i), values):
+            continue
+        for s in values:
+            if s.used and s.count:  # type: ignore[attr-defined]
+                key = CounterKey(s.location, s.reason, s.ifindex, s.netns)  # type: ignore[attr-defined]
+                out[key] = out.get(key, 0) + s.count  # type: ignore[attr-defined]
+                held += s.held  # type: ignore[attr-defined]
+    for k in counters.keys(abi.struct("counter_key")):
+        key = CounterKey(k.location, k.reason, k.ifindex, k.netns)  # type: ignore[attr-defined]
+        out[key] = out.get(key, 0) + libbpf.percpu_sum(counters, k)
+    return out, held

@@ -19,14 +19,20 @@ from pathlib import Path
 from tracer import abi, libbpf
 from tracer.counters import baseline
 from tracer.errors import DroptraceError
-from tracer.hooks import KFREE_SKB_VARIANTS, DropTracer, read_counters, read_stats
+from tracer.hooks import (
+    DEFAULT_CAUSE_RATE,
+    KFREE_SKB_VARIANTS,
+    DropTracer,
+    read_counters,
+    read_stats,
+)
 from tracer.model.tracing import CounterKey, Filters, Stats
 from tracer.system.netns import NetnsRef
 
 # DROPTRACE_PIN_DIR: another place in bpffs, so a benchmark or test run never touches the
 # recorder a person left running.
 PIN_DIR = Path(os.environ.get("DROPTRACE_PIN_DIR") or "/sys/fs/bpf/droptrace")
-MAPS = ("counters", "stats", "recorder", "rec_head", "dt_config_map")
+MAPS = ("counters", "counter_slots", "stats", "recorder", "rec_head", "dt_config_map")
 DEFAULT_SLOTS = 4096
 
 
@@ -47,6 +53,7 @@ class Recording:
     counters: dict[CounterKey, int]
     stats: Stats
     netns_filter: bool
+    cause_rate: int = 0  # drops of one cause kept per second per CPU (0: all)
 
 
 class RecorderBusy(DroptraceError):
@@ -84,12 +91,15 @@ def start(
     slots: int = DEFAULT_SLOTS,
     kernel_reasons: bool = False,
     counted: list[NetnsRef] | None = None,
+    cause_rate: int = DEFAULT_CAUSE_RATE,
 ) -> list[str]:
     """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced).
     kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached);
-    counted: the namespaces whose drop counters `dump` compares (None: every one)."""
+    counted: the namespaces whose drop counters `dump` compares (None: every one);
+    cause_rate: drops of one cause kept per second per CPU (0: all), so a flood of one
+    cause does not overwrite the rarer drops before it within a second."""
     with _exclusive():
-        notes = _start(filters, slots, kernel_reasons)
+        notes = _start(filters, slots, kernel_reasons, cause_rate)
         try:  # after the hooks: a drop before the baseline is traced, never only counted
             baseline.record(baseline.path_for(PIN_DIR), counted)
         except OSError as err:
@@ -97,7 +107,7 @@ def start(
         return notes
 
 
-def _start(filters: Filters, slots: int, kernel_reasons: bool) -> list[str]:
+def _start(filters: Filters, slots: int, kernel_reasons: bool, cause_rate: int) -> list[str]:
     notes = []
     if running():
         since = read().started_ns
@@ -115,6 +125,7 @@ def _start(filters: Filters, slots: int, kernel_reasons: bool) -> list[str]:
             record_slots=slots,
             stream=False,
             kernel_reasons=kernel_reasons,
+            cause_limit=cause_rate,
         ) as tracer:
             tracer.pin(PIN_DIR, MAPS)
             notes.extend(f"hook unavailable: {u}" for u in tracer.hooks.unavailable)
@@ -163,9 +174,10 @@ def read() -> Recording:
             hook=KFREE_SKB_VARIANTS[int(cfg.hook)][0],  # type: ignore[attr-defined]
             slots=slots,
             events=raw,
-            counters=read_counters(maps["counters"]),
-            stats=read_stats(maps["stats"]),
+            counters=read_counters(maps["counters"], maps["counter_slots"]),
+            stats=read_stats(maps["stats"], maps["counters"], maps["counter_slots"]),
             netns_filter=bool(cfg.filter_netns),  # type: ignore[attr-defined]
+            cause_rate=int(cfg.cause_limit),  # type: ignore[attr-defined]
         )
 
 

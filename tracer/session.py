@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tracer.errors import OutputClosed
 from tracer.events import counter_key_bytes, decode
-from tracer.hooks import DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
+from tracer.hooks import DEFAULT_CAUSE_RATE, DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES, DropTracer
 from tracer.model import Drop
 from tracer.model.counters import CounterEvent
 from tracer.model.tracing import Filters, Summary
@@ -34,11 +34,6 @@ FINISH_GRACE_S = 1.0
 # costs Python tens of µs, so reading them all would take a CPU from the traffic. What is
 # not read overflows the ring buffer and the kernel counts it as lost; totals stay exact.
 DEFAULT_STREAM_RATE = 2000
-# Drops of one cause (one in-kernel counter: place, reason, interface, namespace) explained
-# per second at most; the rest of a flood of it are counted with the suppressed. A storm of
-# many flows is one cause: explaining each new flow (route lookups, rule reads, namespace
-# threads) took the CPU the traffic needed. Every cause is explained at least once a second.
-DEFAULT_CAUSE_RATE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +51,7 @@ class Stream:
     flow_limit: int = DEFAULT_FLOW_LIMIT
     rate: int = DEFAULT_STREAM_RATE
     show_benign: bool = False
-    cause_rate: int = DEFAULT_CAUSE_RATE  # 0: explain every drop read
+    cause_rate: int = DEFAULT_CAUSE_RATE  # 0: stream and explain every drop
 
 
 class _Stop(Exception):
@@ -108,7 +103,11 @@ def _trace(
     interrupted = False
     reasons = pipeline.reasons.available
     with DropTracer(
-        filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
+        filters,
+        stream.ring_bytes,
+        flow_limit=stream.flow_limit,
+        kernel_reasons=reasons,
+        cause_limit=stream.cause_rate,
     ) as tracer:
         if watch is not None:
             watch.begin()  # before the user hears the hooks are on and starts the traffic

@@ -13,6 +13,7 @@ from tracer.commands.common import (
     pod_option,
     tell,
 )
+from tracer.hooks import DEFAULT_CAUSE_RATE
 
 
 @click.command()
@@ -27,6 +28,13 @@ from tracer.commands.common import (
     show_default=True,
     help="Drops kept (the oldest are overwritten).",
 )
+@click.option(
+    "--cause-rate",
+    type=click.IntRange(min=0),
+    default=DEFAULT_CAUSE_RATE,
+    show_default=True,
+    help="Drops of one cause kept per second per CPU; the rest are only counted (0: all).",
+)
 @one_line_errors
 def record(
     pod: str | None,
@@ -34,6 +42,7 @@ def record(
     netns_specs: tuple[str, ...],
     cidrs: tuple[str, ...],
     size: int,
+    cause_rate: int,
 ) -> None:
     """Start a flight recorder in the kernel that keeps recording after this command exits.
 
@@ -43,7 +52,11 @@ def record(
     ready = startup.start(scope, signals=False, note=tell)
     ready.tell(tell)
     started = recorder.start(
-        ready.filters, size, kernel_reasons=ready.reasons.available, counted=ready.counted
+        ready.filters,
+        size,
+        kernel_reasons=ready.reasons.available,
+        counted=ready.counted,
+        cause_rate=cause_rate,
     )
     for note in started:
         tell(note)

@@ -140,7 +140,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     lines += [
         "",
-        f"Total {doc['totals']['matched']} drops; {len(doc['drops'])} kept in the recorder.",
+        f"Total {doc['totals']['matched']} drops; {len(doc['drops'])} kept in the recorder"
+        + _held(doc)
+        + ".",
         *_kernel_counters(doc),
         "",
         "## Drops, explained (newest last)",
@@ -171,6 +173,14 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append("```")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _held(doc: dict[str, Any]) -> str:
+    """The drops a flood of their cause kept out of the recorder (counted all the same)."""
+    held, rate = doc["totals"].get("held", 0), doc["recorder"].get("cause_rate", 0)
+    if not held:
+        return ""
+    return f"; {held} counted only, over their cause's {rate} a second (per CPU)"
 
 
 def _kernel_counters(doc: dict[str, Any]) -> list[str]:
