@@ -122,6 +122,8 @@ class Enricher:
             return None
         if d.l4proto not in _NAT_PROTOS or self.pods.is_pod_netns(d.netns):
             return None
+        if not self.pods.any_service():
+            return None  # no service to name: no conntrack request per new flow of a storm
         key = (d.netns, d.l4proto, d.src, d.sport, d.dst, d.dport)
         now = time.monotonic()
         hit = self._dnat_seen.get(key)

@@ -118,6 +118,10 @@ class PodIdentity:
             return True
         return self.node.is_pod_netns(inode)
 
+    def any_service(self) -> bool:
+        """Whether any service is known: else no address can name one."""
+        return (self.api is not None and self.api.any_service()) or self.node_services.any()
+
     def service(self, ip: IPAddress) -> Service | None:
         svc = self.api.service(ip) if self.api is not None else None
         return svc or self.node_services.service(ip)

@@ -191,6 +191,10 @@ class ApiPods:
             uid = self._pod_ips.get(ip)
             return self._pods.get(uid) if uid else None
 
+    def any_service(self) -> bool:
+        with self._lock:
+            return bool(self._svc_ips)
+
     def service(self, ip: IPAddress) -> Service | None:
         with self._lock:
             ref = self._svc_ips.get(ip)

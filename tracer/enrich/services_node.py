@@ -57,6 +57,12 @@ class NodeServices:
                 found.setdefault(addr, svc)
         self._by_ip = found
 
+    def any(self) -> bool:
+        """Whether kube-proxy's rules name any service (rescanned at most every interval)."""
+        if not self._by_ip and time.monotonic() - self._scanned >= RESCAN_INTERVAL:
+            self._scan()
+        return bool(self._by_ip)
+
     def service(self, ip: IPAddress) -> Service | None:
         svc = self._by_ip.get(ip)
         if svc is None and time.monotonic() - self._scanned >= RESCAN_INTERVAL:
