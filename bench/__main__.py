@@ -12,14 +12,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import topology
+from bench import kcost, topology
 from bench.tracers import DROPTRACE, PEERS, Outcome, Tracer, cleanup_leftovers
 
 SHAPES = ("one", "many")
@@ -33,27 +32,13 @@ class Samples:
     exact: list[bool] = field(default_factory=list)
 
 
-def storm(topo: topology.Topology, shape: str, packets: int, seconds: float) -> float:
-    """Runs one storm; returns packets per second as counted by the router's DROP rule."""
-    before = topo.dropped()
-    out = subprocess.run(
-        ["ip", "netns", "exec", topo.sender, sys.executable, "-m", "bench.storm",
-         "--shape", shape, "--src", str(topology.SENDER_ADDR),
-         "--dst-net", str(topology.STORM_NET), "--dport", str(topology.STORM_PORT),
-         "--packets", str(packets), "--seconds", str(seconds)],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    took = float(json.loads(out.stdout)["seconds"])
-    return (topo.dropped() - before) / took
-
-
 def one_run(
     topo: topology.Topology, tracer: Tracer, shape: str, packets: int, seconds: float, s: Samples
 ) -> None:
     counted_before = topo.dropped()
     try:
         tracer.start(topo)
-        pps = storm(topo, shape, packets, seconds)
+        pps = topology.storm(topo, shape, packets, seconds)
     except BaseException:  # Ctrl-C too: no tracer process outlives the bench
         if hasattr(tracer, "kill"):
             tracer.kill()
@@ -69,6 +54,35 @@ def one_run(
         s.exact.append(seen == (kernel if tracer.sees_storm else 0))
         outcome.summary["kernel_count"] = kernel
         outcome.summary["router_count"] = seen
+
+
+KERNEL_ROUNDS = 3
+
+
+def kernel_cost(
+    topo: topology.Topology, shapes: list[str], packets: int, seconds: float
+) -> dict[str, dict[str, float]]:
+    """What droptrace's kfree_skb program itself costs per drop (bench.kcost: the kernel's
+    BPF stats), per shape and configuration, median of a few storms after the rounds: the
+    part of a tracer's cost spent in the kernel; the rest is its process's CPU."""
+    was = kcost.STATS_SYSCTL.read_text().strip()
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        kcost.STATS_SYSCTL.write_text("1")
+        configs = kcost.configs(topo)
+        for _ in range(KERNEL_ROUNDS):
+            for shape in shapes:
+                for name in ("live", "filtered-netns"):
+                    ns, _, _ = kcost.measure(
+                        topo, configs[name], {"this": None}, shape, packets, seconds
+                    )
+                    out.setdefault(shape, {}).setdefault(name, []).append(ns["this"])
+    finally:
+        kcost.STATS_SYSCTL.write_text(was)
+    return {
+        shape: {name: round(statistics.median(v), 1) for name, v in by.items()}
+        for shape, by in out.items()
+    }
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -188,10 +202,12 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+        kernel = kernel_cost(topo, shapes, args.packets, args.seconds)
     finally:
         cleanup_leftovers()
         topology.teardown(topo)
     results = assemble(samples, args, load_before, time.monotonic() - started)
+    results["kernel_ns_per_drop"] = kernel
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     spread = ", ".join(
@@ -201,6 +217,14 @@ def main() -> int:
     print(
         f"\nratio: trimmed mean over {args.rounds} rounds of pps / that round's baseline pps;"
         f" the baseline alone varies between rounds by (coefficient of variation) {spread}"
+    )
+    in_kernel = "; ".join(
+        f"{shape}: " + ", ".join(f"{name} {v:.0f}" for name, v in by.items())
+        for shape, by in results["kernel_ns_per_drop"].items()
+    )
+    print(
+        f"\nin-kernel ns per drop of droptrace's kfree_skb program (BPF stats, median of"
+        f" {KERNEL_ROUNDS} storms; includes ~30 ns of the stats' own clock reads): {in_kernel}"
     )
     print(
         f"\nlive_ratio {results['live_ratio']:.2f}  filtered_ratio {results['filtered_ratio']:.2f}"

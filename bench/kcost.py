@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import IO
 
 from bench import topology
-from bench.__main__ import storm
 from bench.tracers import READY_TIMEOUT, _sigint_default, droptrace_cmd
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -115,7 +114,7 @@ def measure(
             procs[label] = _start(args, cwd, log)
             stack.callback(_stop, procs[label])
         before = {label: run_stats(p.pid) for label, p in procs.items()}
-        pps = storm(topo, shape, packets, seconds)
+        pps = topology.storm(topo, shape, packets, seconds)
         after = {label: run_stats(p.pid) for label, p in procs.items()}
     out, runs = {}, 0
     for label in procs:

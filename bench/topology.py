@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 SENDER_ADDR = IPv4Address("198.18.0.1")
 ROUTER_IN = IPv4Address("198.18.0.254")
@@ -104,3 +106,17 @@ def build(prefix: str) -> Topology:
 def teardown(t: Topology) -> None:
     for name in t.names:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def storm(topo: Topology, shape: str, packets: int, seconds: float) -> float:
+    """Runs one storm; returns packets per second as counted by the router's DROP rule."""
+    before = topo.dropped()
+    out = subprocess.run(
+        ["ip", "netns", "exec", topo.sender, sys.executable, "-m", "bench.storm",
+         "--shape", shape, "--src", str(SENDER_ADDR),
+         "--dst-net", str(STORM_NET), "--dport", str(STORM_PORT),
+         "--packets", str(packets), "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    took = float(json.loads(out.stdout)["seconds"])
+    return (topo.dropped() - before) / took
