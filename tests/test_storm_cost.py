@@ -63,3 +63,18 @@ def test_conntrack_sockets_stay_bounded_and_go_with_their_namespace(
         assert all(p.exists() for p in lookups._socks)  # the deleted one's socket is closed
     finally:
         lookups.close()
+
+
+def test_the_explainer_runs_below_the_traffic(netns: MakeNetns) -> None:
+    ns = netns("nice")
+    with Droptrace("--json", "--netns", ns, "--duration", "30") as dt:
+        send_udp(ns, "127.0.0.1", 9, n=1)  # the explainer is running by the first drop
+        assert dt.wait_for_event(lambda e: e.get("dport") == 9, timeout=20), dt.stderr
+        nice = {}  # thread id -> its nice value (field 19 of its stat)
+        for task in Path(f"/proc/{dt.proc.pid}/task").iterdir():
+            stat = (task / "stat").read_text()
+            nice[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+        dt.interrupt()
+        assert dt.wait(timeout=30).rc == 0
+    assert sorted(nice.values()).count(19) == 1, nice  # the explainer
+    assert nice[dt.proc.pid] == 0, nice  # the reader, which keeps the counts, is not lowered
