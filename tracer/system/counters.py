@@ -94,8 +94,7 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
     """The device's name and driver (its link kind, else the NIC driver sysfs names: only
     for the host's own devices) and its receive ring (ethtool -g, NICs only)."""
 
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from tracer.system.netlink import IPRoute, NetlinkError
 
     def read() -> DeviceInfo | None:
         with IPRoute() as ipr:
@@ -123,11 +122,11 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
 
 def _ring(name: str) -> tuple[int | None, int | None]:
     """A NIC's receive ring size and its maximum (ethtool netlink); none for others."""
-    from pyroute2 import Ethtool
+    from tracer.system.netlink import ethtool
 
     try:
-        with Ethtool() as ethtool:
-            rings = ethtool.get_rings(name)
+        with ethtool() as tool:
+            rings = tool.get_rings(name)
     except Exception:  # pyroute2 raises errors of its own for a device without rings
         return None, None
     return rings.rx, rings.rx_max

@@ -6,10 +6,9 @@ import contextlib
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from tracer.errors import UnknownInterface
 from tracer.system import netns
+from tracer.system.netlink import IPRoute
 
 
 def _links(path: Path) -> dict[int, str]:
