@@ -194,6 +194,9 @@ def conntrack_table(ns_path: Path) -> dict[str, int] | None:
     return parse_conntrack_table(text) if text else None
 
 
+MAX_KEYS = 4096
+
+
 class Deltas:
     """How far counters moved since the previous look at the same key (a namespace): a
     storm re-reads them every few seconds, and only what moved since says what this drop did."""
@@ -204,6 +207,8 @@ class Deltas:
     def moved(self, key: tuple[object, ...], values: dict[str, int]) -> dict[str, int] | None:
         """Counters that changed since the last look, by how much; None at the first look."""
         before = self._last.get(key)
+        if before is None and len(self._last) >= MAX_KEYS:
+            self._last.clear()  # namespaces come and go: start again from a first look
         self._last[key] = dict(values)
         if before is None:
             return None

@@ -29,6 +29,9 @@ def index_of(name: str, ns: netns.NetnsRef) -> int:
     raise UnknownInterface(f"no interface {name!r} in network namespace {ns.name}")
 
 
+MAX_NAMESPACES = 1024
+
+
 class IfaceNames:
     """(netns inode, ifindex) -> interface name, refreshed at most once a second per namespace."""
 
@@ -42,6 +45,9 @@ class IfaceNames:
             return None
         links = self._cache.get(inode, {})
         if ifindex not in links and time.monotonic() - self._loaded.get(inode, 0.0) > 1.0:
+            if inode not in self._loaded and len(self._loaded) >= MAX_NAMESPACES:
+                self._cache.clear()  # namespaces come and go: let the gone ones go
+                self._loaded.clear()
             self._loaded[inode] = time.monotonic()
             ref = self._netns.lookup(inode)
             if ref is not None:

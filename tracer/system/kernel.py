@@ -77,6 +77,7 @@ class DropReasons:
 # A text symbol's line: a fixed-width hex address (so text order is address order), its kind.
 _TEXT_SYMBOL = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.MULTILINE)
 _CHUNK = 1 << 16
+_MAX_CACHED = 4096  # addresses named: drop locations are few, but BPF programs come and go
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,5 +165,7 @@ class KernelSymbols:
         t = self._table
         i = bisect.bisect_right(t.addrs, addr) - 1
         sym = t.name(i) if i >= 0 and t.addrs[i] else f"0x{addr:x}"
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
         self._cache[addr] = sym
         return sym
