@@ -10,6 +10,8 @@ from tracer.errors import UnknownInterface
 from tracer.system import netns
 from tracer.system.netlink import IPRoute
 
+MAX_NAMESPACES = 1024  # namespaces whose names are kept: pods come and go
+
 
 def _links(path: Path) -> dict[int, str]:
     def read() -> dict[int, str]:
@@ -27,9 +29,6 @@ def index_of(name: str, ns: netns.NetnsRef) -> int:
         if ifname == name:
             return idx
     raise UnknownInterface(f"no interface {name!r} in network namespace {ns.name}")
-
-
-MAX_NAMESPACES = 1024
 
 
 class IfaceNames:
