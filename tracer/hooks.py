@@ -33,7 +33,10 @@ KFREE_SKB_VARIANTS = (
     ("raw_tp/kfree_skb", "kfree_skb_raw"),
     ("tracepoint/skb/kfree_skb", "kfree_skb_tp"),
 )
-DEFAULT_RING_BYTES = 4 << 20
+# The live stream reads at most ~2,000 events a second (session.DEFAULT_STREAM_RATE); 1 MB
+# holds ~12,000 of them. libbpf maps the data area twice, all of it at attach: 4 MB took
+# 8 MB of droptrace's resident memory.
+DEFAULT_RING_BYTES = 1 << 20
 # Events per second streamed for each flow of identical drops (per CPU); the rest are counted.
 DEFAULT_FLOW_LIMIT = 20
 # Drops of one cause (one in-kernel counter: place, reason, interface, namespace) recorded or

@@ -23,6 +23,7 @@ from tracer.system.netns import NetnsNames, NetnsRef
 
 _NAT_PROTOS = (6, 17, 132)  # TCP, UDP, SCTP: what kube-proxy DNATs
 _DNAT_TTL = 5.0
+MAX_DNAT_SEEN = 4096  # flows whose DNAT origin is remembered: many flows stay bounded
 
 
 class Enricher:
@@ -132,7 +133,7 @@ class Enricher:
         found = self._conntrack.dnat_origin(
             ref.path, d.l4proto, str(d.dst), d.dport, str(d.src), d.sport
         )
-        if len(self._dnat_seen) >= 4096:
+        if len(self._dnat_seen) >= MAX_DNAT_SEEN:
             self._dnat_seen.clear()
         self._dnat_seen[key] = (now, found.original_dst if found else None)
         return found.original_dst if found else None

@@ -17,6 +17,7 @@ from tracer.system.kubeconfig import configured
 _FINISHED = ("Succeeded", "Failed")
 _CONNECT_TIMEOUT_S = 3.0
 _PAST_NS = 60 * 10**9  # how long a pod that gave an address up is still its owner's name
+MAX_PAST = 4096  # given-up addresses kept before the expired are forgotten
 
 
 class ApiUnavailable(Exception):
@@ -165,6 +166,8 @@ class ApiPods:
         """Remember who had `ip` until now (for _PAST_NS; called with the lock held)."""
         past = [(u, p) for u, p in self._past.get(ip, []) if now - u < _PAST_NS]
         self._past[ip] = [*past, (now, pod)]
+        if len(self._past) > MAX_PAST:  # addresses not taken again: forget the expired
+            self._past = {a: held for a, held in self._past.items() if now - held[-1][0] < _PAST_NS}
 
     def _svc_event(self, kind: str, obj: Any) -> None:
         svc = _service(obj)

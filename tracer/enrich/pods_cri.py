@@ -23,12 +23,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tracer.enrich.pods_node import PodCache, host_iface, pod_links
 from tracer.enrich.podtypes import Pod
 from tracer.model import IPAddress
 from tracer.system import netns
+from tracer.system.netlink import NetlinkError
 
 CRI_SOCKET_ENV = "DROPTRACE_CRI_SOCKET"
 # Where containerd, CRI-O and k3s's containerd listen by default.

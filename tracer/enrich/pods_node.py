@@ -21,12 +21,10 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tracer.enrich.podtypes import Pod
 from tracer.model import IPAddress
 from tracer.system import netns
+from tracer.system.netlink import IPRoute, NetlinkError
 
 KUBELET_ROOT = Path("/var/lib/kubelet")
 KUBELET_ROOT_ENV = "DROPTRACE_KUBELET_ROOT"

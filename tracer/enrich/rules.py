@@ -24,6 +24,7 @@ from tracer.system.netns import NetnsRef
 # keeps being the one.
 _REREAD_S = 0.2
 _REREAD_KNOWN_S = 1.0
+MAX_NAMESPACES = 1024  # namespaces whose counters are kept: pods come and go
 
 
 def _id(r: CountedRule) -> tuple[str, str, str, str]:
@@ -44,6 +45,10 @@ class RuleCounters:
         if time.monotonic() - self._taken.get(inode, 0.0) < wait and inode in self._last:
             return self._culprit.get(inode)
         rules = counted_rules(ns_path)
+        if inode not in self._last and len(self._last) >= MAX_NAMESPACES:
+            self._last.clear()
+            self._taken.clear()
+            self._culprit.clear()
         before = self._last.get(inode, {})
         self._last[inode] = {_id(r): r.packets for r in rules}
         self._taken[inode] = time.monotonic()

@@ -6,10 +6,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from pyroute2.netlink import nla
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
-
 from tracer.model import Drop, IPAddress
+from tracer.system.netlink import NFNL_SUBSYS_NFTABLES, nfgen_msg, nla
 
 TABLE_PREFIX = "droptrace_"  # droptrace's own trace tables: their verdicts are not news
 _NFT_MSG_TRACE = 17

@@ -11,6 +11,7 @@ from tracer.nftrace.codec import Verdict
 from tracer.system import netns
 from tracer.system.iptables import comment_of
 
+MAX_ENTRIES = 1024  # rule texts cached at most (per namespace and rule)
 _IPTABLES_FAMILY = {"ip": ("iptables-nft-save", "ipv4"), "ip6": ("ip6tables-nft-save", "ipv6")}
 
 
@@ -32,6 +33,8 @@ class RuleTexts:
         if hit and time.monotonic() - hit[0] < 2.0:
             return hit[1]
         rule = self._read(ns_path, v)
+        if len(self._cache) >= MAX_ENTRIES:
+            self._cache.clear()
         self._cache[key] = (time.monotonic(), rule)
         return rule
 

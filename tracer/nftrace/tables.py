@@ -18,6 +18,11 @@ _NFNLGRP_NFTRACE = 9
 _KEEP_S = 10.0  # how long a flow's traced verdict names its drops before it is traced again
 _WAIT_S = 5.0  # how long a flow is traced waiting for another packet
 _MAX_FLOWS = 16  # flows traced at once per namespace
+MAX_KNOWN = 4096  # verdicts kept per namespace: a storm of many flows stays bounded
+# Namespaces traced at once: each holds a socket, which holds its namespace alive, so on a
+# node where pods come and go the least recently used is let go (and one that was deleted).
+MAX_NAMESPACES = 64
+_SWEEP_S = 10.0
 _START_GAP_S = 0.2  # at most 5 flows a second start being traced per namespace
 _RATE = "5/second"  # traced packets per flow: bounds the trace messages in a drop storm
 
@@ -71,7 +76,7 @@ class _Namespace:
                 continue
             for v in parse_verdicts(data, now, self.packets):
                 key = FlowKey(v.src, v.dst, v.proto, v.dport)
-                if len(self.known) > 4096:
+                if len(self.known) >= MAX_KNOWN:
                     self.known.clear()
                 self.known[key] = v
                 self.waiting.pop(key, None)
@@ -85,6 +90,14 @@ class _Namespace:
         self.sock.close()
         if self.table_up:
             remove_table(self.ref.path, self.table)
+
+
+def _gone(ref: netns.NetnsRef) -> bool:
+    """Whether the namespace's name or path is gone (our socket alone may keep it alive)."""
+    try:
+        return netns.inode_of(ref.path) != ref.inode
+    except OSError:
+        return True
 
 
 def _trace_socket() -> socket.socket:
@@ -141,8 +154,10 @@ class NfTrace:
     def __init__(self) -> None:
         self._table = f"{TABLE_PREFIX}{os.getpid()}"
         self._state = STATE_DIR / str(os.getpid())
-        self._spaces: dict[int, _Namespace | None] = {}  # None: nftrace unavailable there
+        # inode -> its namespace, least recently used first; None: nftrace unavailable there.
+        self._spaces: dict[int, _Namespace | None] = {}
         self.unavailable: dict[int, str] = {}
+        self._swept = time.monotonic()
         remove_stale()
 
     def verdict(self, drop: Drop, ref: netns.NetnsRef) -> Verdict | None:
@@ -167,16 +182,34 @@ class NfTrace:
         return None
 
     def _space(self, ref: netns.NetnsRef) -> _Namespace | None:
+        if time.monotonic() - self._swept > _SWEEP_S:
+            self._swept = time.monotonic()
+            for inode in [i for i, s in self._spaces.items() if s is not None and _gone(s.ref)]:
+                self._let_go(inode)
         if ref.inode in self._spaces:
-            return self._spaces[ref.inode]
+            space = self._spaces.pop(ref.inode)
+            self._spaces[ref.inode] = space  # now the most recently used
+            return space
         self._remember(ref.path)  # before the table exists: a kill in between is cleaned up
         try:
-            space: _Namespace | None = _Namespace(ref, self._table)
+            space = _Namespace(ref, self._table)
         except OSError as err:
             self.unavailable[ref.inode] = str(err)
             space = None
+        while len(self._spaces) >= MAX_NAMESPACES:
+            self._let_go(next(iter(self._spaces)))
         self._spaces[ref.inode] = space
         return space
+
+    def _let_go(self, inode: int) -> None:
+        space = self._spaces.pop(inode)
+        self.unavailable.pop(inode, None)
+        if space is not None:
+            with contextlib.suppress(OSError):
+                space.close()
+
+    def __len__(self) -> int:
+        return len(self._spaces)
 
     def _remember(self, path: Path) -> None:
         for _ in range(3):  # another run may remove the empty directory in between

@@ -18,13 +18,18 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
-from pyroute2.conntrack import ConntrackEntry
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK
-from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, NFCTAttrTuple, nfct_msg
-
 from tracer.model.net import IPAddress
 from tracer.system import netns
+from tracer.system.netlink import (
+    IPCTNL_MSG_CT_GET,
+    NFNL_SUBSYS_CTNETLINK,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    ConntrackEntry,
+    NFCTAttrTuple,
+    nfct_msg,
+)
 
 _NETLINK_NETFILTER = 12
 _TIMEOUT_S = 0.5  # a lookup is one hash lookup in the kernel: more means something is wrong

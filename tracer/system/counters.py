@@ -94,8 +94,7 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
     """The device's name and driver (its link kind, else the NIC driver sysfs names: only
     for the host's own devices) and its receive ring (ethtool -g, NICs only)."""
 
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from tracer.system.netlink import IPRoute, NetlinkError
 
     def read() -> DeviceInfo | None:
         with IPRoute() as ipr:
@@ -123,11 +122,11 @@ def device_info(ref: NetnsRef, ifindex: int, qdisc: str | None) -> DeviceInfo | 
 
 def _ring(name: str) -> tuple[int | None, int | None]:
     """A NIC's receive ring size and its maximum (ethtool netlink); none for others."""
-    from pyroute2 import Ethtool
+    from tracer.system.netlink import ethtool
 
     try:
-        with Ethtool() as ethtool:
-            rings = ethtool.get_rings(name)
+        with ethtool() as tool:
+            rings = tool.get_rings(name)
     except Exception:  # pyroute2 raises errors of its own for a device without rings
         return None, None
     return rings.rx, rings.rx_max
@@ -195,6 +194,9 @@ def conntrack_table(ns_path: Path) -> dict[str, int] | None:
     return parse_conntrack_table(text) if text else None
 
 
+MAX_KEYS = 4096
+
+
 class Deltas:
     """How far counters moved since the previous look at the same key (a namespace): a
     storm re-reads them every few seconds, and only what moved since says what this drop did."""
@@ -205,6 +207,8 @@ class Deltas:
     def moved(self, key: tuple[object, ...], values: dict[str, int]) -> dict[str, int] | None:
         """Counters that changed since the last look, by how much; None at the first look."""
         before = self._last.get(key)
+        if before is None and len(self._last) >= MAX_KEYS:
+            self._last.clear()  # namespaces come and go: start again from a first look
         self._last[key] = dict(values)
         if before is None:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tracer.system import netns
+from tracer.system import netlink, netns
 
 CHECKSUM_FEATURES = (
     "rx-checksum",
@@ -23,9 +23,7 @@ def features(
     driver that does not answer)."""
 
     def read() -> dict[str, bool]:
-        from pyroute2.ethtool import Ethtool  # only checksum drops need it
-
-        tool = Ethtool()
+        tool = netlink.ethtool()  # only checksum drops need it
         try:
             found = tool.get_features(dev).features
         except Exception:  # pyroute2 raises several kinds for a device it cannot ask

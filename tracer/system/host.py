@@ -8,9 +8,8 @@ import platform
 import re
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from tracer.system import netns
+from tracer.system.netlink import IPRoute
 
 _CONF = Path("/proc/sys/net/ipv4/conf")
 BRIDGE_KNOBS = (

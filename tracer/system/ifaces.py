@@ -6,10 +6,11 @@ import contextlib
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from tracer.errors import UnknownInterface
 from tracer.system import netns
+from tracer.system.netlink import IPRoute
+
+MAX_NAMESPACES = 1024  # namespaces whose names are kept: pods come and go
 
 
 def _links(path: Path) -> dict[int, str]:
@@ -43,6 +44,9 @@ class IfaceNames:
             return None
         links = self._cache.get(inode, {})
         if ifindex not in links and time.monotonic() - self._loaded.get(inode, 0.0) > 1.0:
+            if inode not in self._loaded and len(self._loaded) >= MAX_NAMESPACES:
+                self._cache.clear()  # namespaces come and go: let the gone ones go
+                self._loaded.clear()
             self._loaded[inode] = time.monotonic()
             ref = self._netns.lookup(inode)
             if ref is not None:

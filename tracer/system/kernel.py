@@ -73,6 +73,7 @@ class DropReasons:
 # A module symbol's line: "ADDR t NAME\t[module]". They follow the core kernel's.
 _MODULE_TEXT_SYMBOL = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)\t\[", re.MULTILINE)
 _TEXT_KINDS = frozenset(b"tTwW")
+_MAX_CACHED = 4096  # addresses named: drop locations are few, but BPF programs come and go
 
 
 def function_spans(names: tuple[str, ...], path: Path = _KALLSYMS) -> dict[str, tuple[int, int]]:
@@ -129,6 +130,8 @@ class KernelSymbols:
         if i >= 0 and (best is None or modules[i][0] > best[0]):
             best = modules[i]
         sym = best[1] if best is not None and best[0] else f"0x{addr:x}"
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
         self._cache[addr] = sym
         return sym
 

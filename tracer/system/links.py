@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from tracer.model.devices import Link
 from tracer.system import netns
+from tracer.system.netlink import IPRoute
 
 _IFF_UP = 0x1
 

@@ -6,9 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from tracer.system import netns
+from tracer.system.netlink import IPRoute
 
 # NUD_* states (linux/neighbour.h), by bit.
 _STATES = {

@@ -130,6 +130,9 @@ class NetnsNames:
     """inode -> display name: the `ip netns` name, 'host', else 'pid:N', else 'netns:INODE'."""
 
     RESCAN_INTERVAL = 1.0
+    # Namespaces remembered at most: on a node where pods come and go, the gone ones'
+    # entries are let go (a namespace still there is found again by the next scan).
+    MAX_NAMESPACES = 4096
 
     def __init__(self) -> None:
         self._refs: dict[int, NetnsRef] = {}
@@ -152,6 +155,11 @@ class NetnsNames:
                 except OSError:
                     continue
         self._refs.update(refs)
+        if len(self._refs) > self.MAX_NAMESPACES:
+            self._refs = refs
+        for seen in (self._missed, self._checked):
+            if len(seen) > self.MAX_NAMESPACES:
+                seen.clear()
 
     def _scan_pids(self, inode: int) -> NetnsRef | None:
         for pid_dir in Path("/proc").iterdir():

@@ -7,11 +7,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tracer.model.evidence import RouteLookup
 from tracer.system import netns
+from tracer.system.netlink import IPRoute, NetlinkError
 
 # rtm_type values (linux/rtnetlink.h)
 _TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}

@@ -20,12 +20,10 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 
-from pyroute2 import DiagSocket
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tracer.model.net import IPAddress
 from tracer.model.sockets import Owner, PodOf, Socket
 from tracer.system import netns, sysctl
+from tracer.system.netlink import DiagSocket, NetlinkError
 
 _TCP_STATES = {
     1: "established",

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from tracer.model.devices import Qdisc, TcProgram
 from tracer.system import bpfprogs, netns
+from tracer.system.netlink import IPRoute
 
 _TC_H_ROOT = 0xFFFFFFFF
 
