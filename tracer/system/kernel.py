@@ -111,21 +111,23 @@ class KernelSymbols:
         self._cache: dict[int, str] = {}
 
     @cached_property
-    def _file(self) -> tuple[bytes, int, list[tuple[int, str]]]:
-        """The core kernel's lines, their address width, and the modules' (address, name)."""
+    def _file(self) -> tuple[bytes, int, int, list[tuple[int, str]]]:
+        """The file, where its core kernel's lines end, their address width, and the
+        modules' (address, name). The file is kept whole: a copy of its core part would
+        double the transient peak (~5 MB more)."""
         data = self._path.read_bytes()
         first_module = data.find(b"\t[")
         split = len(data) if first_module < 0 else data.rfind(b"\n", 0, first_module) + 1
         modules = sorted(
             (int(m[1], 16), m[2].decode()) for m in _MODULE_TEXT_SYMBOL.finditer(data, split)
         )
-        return data[:split], max(data.find(b" "), 0), modules
+        return data, split, max(data.find(b" "), 0), modules
 
     def name(self, addr: int) -> str:
         if addr in self._cache:
             return self._cache[addr]
-        core, width, modules = self._file
-        best = _core_symbol(core, width, addr)
+        data, core_end, width, modules = self._file
+        best = _core_symbol(data, core_end, width, addr)
         i = bisect.bisect_right(modules, (addr, "\uffff")) - 1
         if i >= 0 and (best is None or modules[i][0] > best[0]):
             best = modules[i]
@@ -136,11 +138,12 @@ class KernelSymbols:
         return sym
 
 
-def _core_symbol(core: bytes, width: int, addr: int) -> tuple[int, str] | None:
-    """The text symbol at or before `addr` among the core kernel's sorted lines."""
-    if not core or not width or int(core[:width], 16) > addr:
+def _core_symbol(core: bytes, core_end: int, width: int, addr: int) -> tuple[int, str] | None:
+    """The text symbol at or before `addr` among the core kernel's sorted lines, which are
+    core[:core_end]."""
+    if not core_end or not width or int(core[:width], 16) > addr:
         return None
-    lo, hi = 0, len(core)  # lo starts a line at or before addr; hi starts a line after it
+    lo, hi = 0, core_end  # lo starts a line at or before addr; hi starts a line after it
     while True:
         mid = (lo + hi) // 2
         start = core.rfind(b"\n", lo, mid) + 1  # the line around mid, if it starts after lo
