@@ -31,6 +31,11 @@
  * builds): user space fills them from kallsyms. */
 #define DT_IGNORE_NR 4
 
+/* Packet bytes kept with a drop when capture is on (dt_config.capture_len): at most this
+ * many from the network header, for `--pcap`. Each streamed event then costs 136 bytes more
+ * of ring buffer and one probe read of up to this size; with capture off, neither. */
+#define DT_CAPTURE_LEN 128
+
 /* Namespaces a filter compares directly, without a map lookup; more go to netns_filter. */
 #define DT_NETNS_FAST 4
 /* Networks an IP filter compares directly (a pod's addresses); more go to ip_filter. */
@@ -60,6 +65,15 @@ struct drop_event {
 	__u8 daddr[DT_ADDR_LEN];
 	__u32 suppressed; /* identical drops of this flow held back on this CPU since its last event */
 	__u32 pad2;
+};
+
+/* The packet of a drop_event, right after it in a ring record (capture on) and in every
+ * recorder slot: its first bytes from the network header, as far as they are linear in
+ * the skb (paged data is not read). */
+struct drop_packet {
+	__u32 caplen;     /* bytes of data[] captured; 0: none (capture off, or not IP) */
+	__u32 pad;
+	__u8 data[DT_CAPTURE_LEN];
 };
 
 /* Key of the exact per-CPU drop counters. */
@@ -96,6 +110,8 @@ struct dt_config {
 	__u64 net_lo[DT_NET_FAST];
 	__u64 mask_hi[DT_NET_FAST];
 	__u64 mask_lo[DT_NET_FAST];
+	__u32 capture_len;    /* packet bytes kept per drop, at most DT_CAPTURE_LEN; 0: none */
+	__u32 pad3;
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

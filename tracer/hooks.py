@@ -36,6 +36,9 @@ KFREE_SKB_VARIANTS = (
 DEFAULT_RING_BYTES = 4 << 20
 # Events per second streamed for each flow of identical drops (per CPU); the rest are counted.
 DEFAULT_FLOW_LIMIT = 20
+# Packet bytes kept with a drop when asked (--pcap, the recorder): all the kernel side has
+# room for (DT_CAPTURE_LEN in events.h; a test keeps the two equal).
+CAPTURE_BYTES = 128
 # DROPTRACE_KFREE_SKB=raw_tp/kfree_skb (say) starts the search at that variant: to check the
 # fallbacks on a kernel that accepts the better ones, or to sidestep a misbehaving one.
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
@@ -100,8 +103,14 @@ class DropTracer:
         stream: bool = True,
         flow_limit: int = DEFAULT_FLOW_LIMIT,
         kernel_reasons: bool = False,
+        capture_len: int = 0,
     ) -> None:
-        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out."""
+        """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out;
+        capture_len: packet bytes kept with each drop streamed or recorded (0: none), at most
+        DT_CAPTURE_LEN."""
+        if not 0 <= capture_len <= abi.const("DT_CAPTURE_LEN"):
+            raise ValueError(f"capture_len {capture_len} not in 0..{abi.const('DT_CAPTURE_LEN')}")
+        self._capture_len = capture_len
         self.filters = filters
         self._causes_needed = not kernel_reasons
         self.hooks = HookReport(kernel_reasons=kernel_reasons)
@@ -184,6 +193,7 @@ class DropTracer:
         cfg.record_slots = record_slots
         cfg.stream_off = int(not stream)
         cfg.flow_limit = flow_limit
+        cfg.capture_len = self._capture_len
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.

@@ -57,6 +57,7 @@ class Stream:
     rate: int = DEFAULT_STREAM_RATE
     show_benign: bool = False
     cause_rate: int = DEFAULT_CAUSE_RATE  # 0: explain every drop read
+    capture_len: int = 0  # packet bytes the kernel keeps with each drop (--pcap); 0: none
 
 
 class _Stop(Exception):
@@ -108,7 +109,11 @@ def _trace(
     interrupted = False
     reasons = pipeline.reasons.available
     with DropTracer(
-        filters, stream.ring_bytes, flow_limit=stream.flow_limit, kernel_reasons=reasons
+        filters,
+        stream.ring_bytes,
+        flow_limit=stream.flow_limit,
+        kernel_reasons=reasons,
+        capture_len=stream.capture_len,
     ) as tracer:
         if watch is not None:
             watch.begin()  # before the user hears the hooks are on and starts the traffic
