@@ -19,7 +19,7 @@ def test_packet_capture_sizes_agree_between_the_object_and_user_space() -> None:
     from tracer.events import record_size
     from tracer.hooks import CAPTURE_BYTES
 
-    assert CAPTURE_BYTES == abi.const("DT_CAPTURE_LEN")
+    assert abi.const("DT_CAPTURE_LEN") == CAPTURE_BYTES
     with libbpf.BpfObject(object_path()) as obj:
         # dt.h's drop_record (a ring record with capture on, a recorder slot) is kernel-side
         # only: user space reads it as an event followed by a packet.
