@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -70,9 +72,24 @@ def test_live_pcap_of_udp_drops_opens_in_tshark_with_why_each_died(
     times = tshark(out, "frame.time_epoch")
     for t, e in zip(times, drops, strict=True):
         wall = e["time"].replace("Z", "+00:00")
-        from datetime import datetime
-
         assert abs(float(t["frame.time_epoch"]) - datetime.fromisoformat(wall).timestamp()) < 1e-5
+
+
+def test_ctrl_c_leaves_a_complete_file(netns: MakeNetns, tmp_path: Path) -> None:
+    """No --duration, no --json (the live view's rows on a pipe): Ctrl-C ends it, the file is
+    closed whole, and the line says how many packets it holds."""
+    client, server = closed_port_pair(netns)
+    out = tmp_path / "ctrl-c.pcapng"
+    with Droptrace("--pcap", str(out), "--netns", server) as dt:
+        send_udp(client, SERVER, 9, n=2)
+        deadline = time.monotonic() + 20
+        while "".join(dt._out).count("NO_SOCKET") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dt.interrupt()
+        res = dt.wait(timeout=30)
+    assert res.rc == 0, res.stderr
+    assert f"wrote 2 packets to {out}" in res.stderr
+    assert_udp_drops(tshark(out, *FIELDS), server, 9, 2)
 
 
 def test_recorded_drops_dump_as_pcapng(
