@@ -10,8 +10,10 @@ import struct
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+import pytest
 from pcapng import FileScanner, blocks
 
+from tracer.errors import WriteFailed
 from tracer.model import AttributedDrop, Category, Diagnosis, Drop, Facts, IPAddress
 from tracer.sinks import packet
 from tracer.sinks.pcapng import LINKTYPE_RAW, PcapngWriter
@@ -121,14 +123,14 @@ def _item(raw: bytes, src: str | None, dst: str | None, ifindex: int = 2) -> Att
 def test_the_file_has_an_interface_per_device_the_drop_time_and_why_as_comment() -> None:
     raw = _v4(17, _udp(b"abc"))
     out = io.BytesIO()
-    writer = PcapngWriter(out, 128)
+    writer = PcapngWriter(out, 128, name="f")
     writer.add(_item(raw, V4_SRC, V4_DST))
     writer.add(_item(raw, V4_SRC, V4_DST, ifindex=3))
     writer.add(_item(raw, V4_SRC, V4_DST))
     writer.add(_item(b"", None, None))  # not IP
     writer.add(_item(b"", V4_SRC, V4_DST))  # IP, but no bytes captured
     assert (writer.written, writer.not_ip, writer.no_bytes) == (3, 1, 1)
-    assert writer.outcome("f") == (
+    assert writer.outcome() == (
         "wrote 3 packets to f; skipped drops: 1 not IP, 1 without packet bytes"
     )
     read = list(FileScanner(io.BytesIO(out.getvalue())))
@@ -165,3 +167,9 @@ def test_a_redacted_file_renames_addresses_in_packets_and_comments_alike() -> No
     for real in (V4_SRC, V4_DST):
         assert real.encode() not in data and IPv4Address(real).packed not in data
     assert b"secret" not in data
+
+
+def test_a_full_disk_is_one_line_naming_the_file() -> None:
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(WriteFailed) as err:
+        PcapngWriter(full, 128, name="drops.pcapng")
+    assert str(err.value) == "--pcap drops.pcapng: No space left on device"

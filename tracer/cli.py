@@ -143,7 +143,7 @@ def main(
         if pcap_path is not None:
             writer = pcap_writer(pcap_path, CAPTURE_BYTES)
             files.callback(writer.close)  # complete blocks only, whatever ends the session
-            out = with_pcap(out, writer, pcap_path)
+            out = with_pcap(out, writer)
         summary = run(
             ready.filters,
             pipeline,

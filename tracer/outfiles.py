@@ -16,11 +16,14 @@ from tracer.errors import UsageError
 def check_out(path: str, option: str = "--out") -> Path:
     """Where `option` will write, refused before any work if it cannot be written."""
     out = Path(path)
-    if out.is_dir() and not out.is_symlink():
-        raise UsageError(f"{option} {path}: is a directory")
-    parent = out.parent
-    if not parent.is_dir():
-        raise UsageError(f"{option} {path}: no directory {parent}")
+    try:
+        if out.is_dir() and not out.is_symlink():
+            raise UsageError(f"{option} {path}: is a directory")
+        parent = out.parent
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: no directory {parent}")
+    except OSError as err:  # e.g. a directory on the way this user may not enter
+        raise UsageError(f"{option} {path}: {err.strerror or err}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: cannot write in {parent}")
     return out

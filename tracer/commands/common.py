@@ -63,13 +63,13 @@ def pcap_writer(path: Path, snaplen: int, redactor: Redactor | None = None) -> P
     from tracer.outfiles import open_private
     from tracer.sinks.pcapng import PcapngWriter
 
-    return PcapngWriter(open_private(path, "--pcap"), snaplen, redactor)
+    return PcapngWriter(open_private(path, "--pcap"), snaplen, redactor, str(path))
 
 
-def with_pcap(inner: Sink, writer: PcapngWriter, path: Path) -> Sink:
+def with_pcap(inner: Sink, writer: PcapngWriter) -> Sink:
     from tracer.sinks.pcapng import PcapngSink
 
-    return PcapngSink(inner, writer, path, tell)
+    return PcapngSink(inner, writer, tell)
 
 
 def complete_netns(

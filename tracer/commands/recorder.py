@@ -106,7 +106,7 @@ def dump(out: str | None, redact: bool, as_json: bool, pcap: str | None) -> None
                 writer.add(item)
         finally:
             writer.close()
-        tell(writer.outcome(pcap_path))
+        tell(writer.outcome())
     if doc is None:
         return
     if redactor is not None:

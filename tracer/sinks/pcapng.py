@@ -10,13 +10,15 @@ program captured (at most DT_CAPTURE_LEN), and the packet's length from its IP h
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import BinaryIO
 
 from pcapng import FileWriter, blocks
 
+from tracer.errors import WriteFailed
 from tracer.model import AttributedDrop, IPAddress
 from tracer.model.counters import CounterEvent
 from tracer.model.tracing import HookReport, Summary
@@ -60,7 +62,10 @@ class PcapngWriter:
     addresses of their ip-N names (tracer.sinks.packet), payloads are cut after the L4
     header, and comments are redacted as the JSON report is."""
 
-    def __init__(self, stream: BinaryIO, snaplen: int, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self, stream: BinaryIO, snaplen: int, redactor: Redactor | None = None, name: str = ""
+    ) -> None:
+        self.name = name or str(getattr(stream, "name", "pcapng"))
         self._stream = stream
         self._snaplen = snaplen
         self._redactor = redactor
@@ -70,13 +75,25 @@ class PcapngWriter:
                 "shb_os": f"{os.uname().sysname} {os.uname().release}",
             }
         )
-        self._writer = FileWriter(stream, self._shb)
+        with self._failing():
+            self._writer = FileWriter(stream, self._shb)
         self._ifaces: dict[tuple[int, int], int] = {}  # (netns inode, ifindex) -> interface id
         self.written = 0
         self.not_ip = 0  # drops of packets that were not IP: not written
         self.no_bytes = 0  # IP drops with no packet bytes captured: not written
 
+    @contextmanager
+    def _failing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            raise WriteFailed(f"--pcap {self.name}: {err.strerror or err}") from None
+
     def add(self, item: AttributedDrop) -> None:
+        with self._failing():
+            self._add(item)
+
+    def _add(self, item: AttributedDrop) -> None:
         d = item.drop
         if d.src is None or d.dst is None:
             self.not_ip += 1
@@ -130,14 +147,16 @@ class PcapngWriter:
         return int(idb.interface_id)
 
     def flush(self) -> None:
-        self._stream.flush()
+        with self._failing():
+            self._stream.flush()
 
     def close(self) -> None:
-        self._stream.close()
+        with self._failing():
+            self._stream.close()
 
-    def outcome(self, path: object) -> str:
+    def outcome(self) -> str:
         """One line: how many packets went where, and what was left out and why."""
-        line = f"wrote {self.written} packets to {path}"
+        line = f"wrote {self.written} packets to {self.name}"
         left = []
         if self.not_ip:
             left.append(f"{self.not_ip} not IP")
@@ -150,10 +169,9 @@ class PcapngSink:
     """Another sink's drops, also written to a pcapng file; the file is complete when the
     session finishes (and after each batch the explainer catches up with)."""
 
-    def __init__(self, inner: Sink, writer: PcapngWriter, path: object, note: Note) -> None:
+    def __init__(self, inner: Sink, writer: PcapngWriter, note: Note) -> None:
         self._inner = inner
         self._writer = writer
-        self._path = path
         self._note = note
 
     def start(self, hooks: HookReport) -> None:
@@ -172,5 +190,5 @@ class PcapngSink:
 
     def finish(self, summary: Summary) -> None:
         self._writer.close()
-        self._note(self._writer.outcome(self._path))  # before the summary, which ends output
+        self._note(self._writer.outcome())  # before the summary, which ends output
         self._inner.finish(summary)
