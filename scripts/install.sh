@@ -10,7 +10,6 @@ APT_PACKAGES=(
   iproute2 iptables nftables   # lab topologies and rules (traffic is sent with python3)
   shellcheck python3-venv vagrant   # vagrant: `vagrant validate` of the multi-node lab
   prometheus   # the tests scrape `droptrace serve` with a real Prometheus on loopback
-  tshark   # the tests read `--pcap` files back with a real pcapng reader
 )
 
 if [ "$(id -u)" -ne 0 ]; then
