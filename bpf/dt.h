@@ -136,7 +136,7 @@ static __always_inline void stat_add(__u32 idx)
  * one probe read, done only for a drop that is kept. */
 static __always_inline void capture(struct drop_packet *p, const struct dt_bytes *b, __u32 want)
 {
-	__u32 n;
+	__u64 n; /* 64-bit: 5.10's verifier loses a 32-bit value's bounds in its 64-bit register */
 
 	if (b->copy) {
 		__builtin_memcpy(p, b->copy, sizeof(*p));
@@ -145,8 +145,12 @@ static __always_inline void capture(struct drop_packet *p, const struct dt_bytes
 	p->caplen = 0;
 	p->pad = 0;
 	n = b->avail < want ? b->avail : want;
-	/* The verifier needs the size bounded by the buffer on every path (5.10's too). */
-	if (!b->from || !n || n > DT_CAPTURE_LEN)
+	/* clang knows avail <= DT_CAPTURE_LEN and drops the clamp below; 5.10's verifier does
+	 * not follow that, and refuses the read as unbounded: the barrier keeps the clamp. */
+	asm volatile("" : "+r"(n));
+	if (n > DT_CAPTURE_LEN)
+		n = DT_CAPTURE_LEN;
+	if (!b->from || !n)
 		return;
 	if (!bpf_probe_read_kernel(p->data, n, b->from))
 		p->caplen = n;
