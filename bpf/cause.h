@@ -19,10 +19,13 @@ struct dt_rp_hint_map {
 };
 extern struct dt_rp_hint_map rp_hint SEC(".maps");
 
-/* A drop inside nf_hook_slow, waiting for its return to learn the hook and family. */
+/* A drop inside nf_hook_slow, waiting for its return to learn the hook and family; with
+ * capture on, its packet bytes are taken when it is parked (the skb is freed before the
+ * return), so a parked drop pays for them even if it is then not streamed. */
 struct dt_pending {
 	__u64 skb;
 	struct drop_event ev;
+	struct drop_packet pkt;
 };
 
 struct dt_nf_pending_map {
@@ -47,7 +50,7 @@ static __always_inline __u8 take_rp_hint(__u64 skb)
 }
 
 /* Holds a drop inside nf_hook_slow until its return (cause.bpf.c) completes and emits it. */
-static __always_inline int park(__u64 skb, struct drop_event *ev)
+static __always_inline int park(__u64 skb, struct drop_event *ev, const struct dt_bytes *b)
 {
 	__u32 zero = 0;
 	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
@@ -55,14 +58,21 @@ static __always_inline int park(__u64 skb, struct drop_event *ev)
 
 	if (!p || !cfg) {
 		if (cfg)
-			emit(cfg, ev);
+			emit(cfg, ev, b);
 		return 0;
 	}
-	if (p->skb) /* its return was missed (a migrated task): send it as it is */
-		emit(cfg, &p->ev);
+	if (p->skb) { /* its return was missed (a migrated task): send it as it is */
+		struct dt_bytes parked = { .copy = &p->pkt };
+
+		emit(cfg, &p->ev, &parked);
+	}
 	stamp(ev); /* now, not when nf_hook_slow returns */
 	p->skb = skb;
 	__builtin_memcpy(&p->ev, ev, sizeof(*ev));
+	if (cfg->capture_len)
+		capture(&p->pkt, b, cfg->capture_len);
+	else
+		p->pkt.caplen = 0;
 	return 0;
 }
 

@@ -28,6 +28,7 @@ char LICENSE[] SEC("license") = "GPL";
 const struct drop_event *dt_event_layout __attribute__((unused));
 const struct counter_key *dt_counter_layout __attribute__((unused));
 const struct dt_config *dt_config_layout __attribute__((unused));
+const struct drop_packet *dt_packet_layout __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -72,12 +73,13 @@ union l3l4 {
 	__u8 raw[48];
 };
 
-/* Reads the IP and L4 headers the skb points at; leaves fields zero where absent.
+/* Reads the IP and L4 headers the skb points at; leaves fields zero where absent, and
+ * where the network header is in `b` (for a capture, if the drop is kept).
  * `btf`: the skb is a typed tp_btf pointer, so its fields are plain loads (checked by the
  * verifier, fault-safe) rather than a bpf_probe_read_kernel() each: ~30 ns per read saved on
  * every packet of a storm. The packet bytes themselves still need one probe read. */
 static __always_inline void read_headers(struct sk_buff *skb, struct drop_event *e,
-					 const bool btf)
+					 struct dt_bytes *b, const bool btf)
 {
 	unsigned char *head = btf ? skb->head : BPF_CORE_READ(skb, head);
 	__u16 nh = btf ? skb->network_header : BPF_CORE_READ(skb, network_header);
@@ -89,6 +91,7 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	e->l3proto = bpf_ntohs(proto);
 	if (nh == (__u16)~0U || bpf_probe_read_kernel(&h, sizeof(h), head + nh))
 		return;
+	b->from = head + nh;
 
 	if ((h.raw[0] >> 4) == 4) {
 		e->family = AF_INET;
@@ -132,6 +135,21 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 			e->dport = (__u16)l4[2] << 8 | l4[3];
 		}
 	}
+}
+
+/* How many bytes from the network header are in the skb's linear data (the rest is in
+ * pages, which are not read): the linear length counts from skb->data, which is before the
+ * network header at L2 and past it once the IP layer has pulled its header. */
+static __always_inline __u32 linear_from_nh(struct sk_buff *skb, const void *nh, __u32 len,
+					    const bool btf)
+{
+	__u32 data_len = btf ? skb->data_len : BPF_CORE_READ(skb, data_len);
+	unsigned char *data = btf ? skb->data : BPF_CORE_READ(skb, data);
+	long avail = (long)(len - data_len) + ((long)data - (long)nh);
+
+	if (avail <= 0 || data_len > len)
+		return 0;
+	return avail > DT_CAPTURE_LEN ? DT_CAPTURE_LEN : avail;
 }
 
 /* An address as ip_filter keys it: IPv4 as ::ffff:a.b.c.d. */
@@ -236,8 +254,13 @@ static __always_inline struct counter_slot *count(__u64 location, __u32 reason, 
  * where almost every drop stops: before its headers are read or an event is built. */
 static __always_inline int cause_allows(struct dt_config *cfg, struct counter_slot *s)
 {
-	__u64 now = cfg->hz ? bpf_jiffies64() : bpf_ktime_get_ns();
-	__u64 second = cfg->hz ? cfg->hz : 1000000000ULL;
+	/* Jiffies where a tracing program may call bpf_jiffies64: 5.10 refuses it to them. The
+	 * CO-RE check is a constant at load time, so there the verifier never sees the call;
+	 * bpf_ktime_get_tai_ns (6.1) marks the kernels known to allow it. */
+	bool jiffies = cfg->hz && bpf_core_enum_value_exists(enum bpf_func_id,
+							     BPF_FUNC_ktime_get_tai_ns);
+	__u64 now = jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
+	__u64 second = jiffies ? cfg->hz : 1000000000ULL;
 
 	if (now - s->window >= second) {
 		s->window = now;
@@ -280,12 +303,14 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 				   const bool btf)
 {
 	struct drop_event ev;
+	struct dt_bytes bytes;
 	struct counter_slot *slot;
 	bool headers = false;
 
 	if (cfg->filter_ip) {
 		__builtin_memset(&ev, 0, sizeof(ev));
-		read_headers(skb, &ev, btf);
+		__builtin_memset(&bytes, 0, sizeof(bytes));
+		read_headers(skb, &ev, &bytes, btf);
 		if (!(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
 				    ip_matches(cfg, ev.daddr, ev.family))))
 			return 0;
@@ -295,13 +320,16 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	if (cfg->cause_limit && slot && !cause_allows(cfg, slot))
 		return 0;
 	/* Streaming only, into a full ring: lost, before the event is built. */
-	if (!cfg->record_slots && !cfg->stream_off && !ring_has_room()) {
+	if (!cfg->record_slots && !cfg->stream_off &&
+	    !ring_has_room(cfg->capture_len ? sizeof(struct drop_record) :
+					      sizeof(struct drop_event))) {
 		stat_add(DT_STAT_LOST);
 		return 0;
 	}
 	if (!headers) {
 		__builtin_memset(&ev, 0, sizeof(ev));
-		read_headers(skb, &ev, btf);
+		__builtin_memset(&bytes, 0, sizeof(bytes));
+		read_headers(skb, &ev, &bytes, btf);
 	}
 	ev.location = location;
 	ev.reason = reason;
@@ -311,10 +339,15 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	ev.len = btf ? skb->len : BPF_CORE_READ(skb, len);
 	ev.mark = btf ? skb->mark : BPF_CORE_READ(skb, mark);
 	ev.hook = DT_HOOK_KFREE_SKB;
+	/* Packet bytes only of IP packets, and only when asked (--pcap, or a recorder). */
+	if (cfg->capture_len && ev.family && bytes.from)
+		bytes.avail = linear_from_nh(skb, bytes.from, ev.len, btf);
+	else
+		bytes.from = NULL;
 	/* nf_hook_slow frees the skb before it returns: its return completes the event. */
 	if (cfg->cause_on[DT_CAUSE_NETFILTER] && location >= cfg->nf_lo && location < cfg->nf_hi)
-		return park((__u64)skb, &ev);
-	emit(cfg, &ev);
+		return park((__u64)skb, &ev, &bytes);
+	emit(cfg, &ev, &bytes);
 	return 0;
 }
 

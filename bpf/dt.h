@@ -35,14 +35,31 @@ struct dt_config_map_def {
 };
 extern struct dt_config_map_def dt_config_map SEC(".maps");
 
+/* A drop with its packet bytes: a ring record when capture is on, and a recorder slot.
+ * Kernel-side only: user space reads it as a drop_event followed by a drop_packet. */
+struct drop_record {
+	struct drop_event ev;
+	struct drop_packet pkt;
+};
+
+/* Where a drop's packet bytes are, read only once the drop is kept (recorded or streamed):
+ * the skb's linear data from its network header, or a copy taken earlier (a drop parked
+ * until nf_hook_slow returns, whose skb is freed by then). */
+struct dt_bytes {
+	const void *from;                /* network header; NULL: nothing to read */
+	__u32 avail;                     /* linear bytes there (at most DT_CAPTURE_LEN) */
+	const struct drop_packet *copy;  /* else these bytes, taken earlier */
+};
+
 /* Flight recorder: a ring of slots per CPU, overwriting the oldest. Per CPU because a
  * shared ring would need an atomic fetch-and-add, which 5.10 kernels lack; the newest N
- * drops overall are always within the union of each CPU's newest N. */
+ * drops overall are always within the union of each CPU's newest N. A slot has room for
+ * the packet bytes whether or not they are captured (its size is fixed at load). */
 struct dt_recorder_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1024); /* resized from user space before load */
 	__type(key, __u32);
-	__type(value, struct drop_event);
+	__type(value, struct drop_record);
 };
 extern struct dt_recorder_map recorder SEC(".maps");
 
@@ -115,29 +132,60 @@ static __always_inline void stat_add(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline void record(struct drop_event *e, __u32 slots)
+/* The packet's first `want` bytes (at most what is linear, at most DT_CAPTURE_LEN) into p:
+ * one probe read, done only for a drop that is kept. */
+static __always_inline void capture(struct drop_packet *p, const struct dt_bytes *b, __u32 want)
+{
+	__u64 n; /* 64-bit: 5.10's verifier loses a 32-bit value's bounds in its 64-bit register */
+
+	if (b->copy) {
+		__builtin_memcpy(p, b->copy, sizeof(*p));
+		return;
+	}
+	p->caplen = 0;
+	p->pad = 0;
+	n = b->avail < want ? b->avail : want;
+	/* clang knows avail <= DT_CAPTURE_LEN and drops the clamp below; 5.10's verifier does
+	 * not follow that, and refuses the read as unbounded: the barrier keeps the clamp. */
+	asm volatile("" : "+r"(n));
+	if (n > DT_CAPTURE_LEN)
+		n = DT_CAPTURE_LEN;
+	if (!b->from || !n)
+		return;
+	if (!bpf_probe_read_kernel(p->data, n, b->from))
+		p->caplen = n;
+}
+
+static __always_inline void record(struct drop_event *e, const struct dt_bytes *b, __u32 slots,
+				   __u32 capture_len)
 {
 	__u32 zero = 0, slot;
 	__u64 *head = bpf_map_lookup_elem(&rec_head, &zero);
-	struct drop_event *s;
+	struct drop_record *s;
 
 	if (!head)
 		return;
 	slot = *head % slots;
 	*head += 1; /* per-CPU: no other writer */
 	s = bpf_map_lookup_elem(&recorder, &slot);
-	if (s)
-		__builtin_memcpy(s, e, sizeof(*e));
+	if (!s)
+		return;
+	__builtin_memcpy(&s->ev, e, sizeof(*e));
+	if (capture_len)
+		capture(&s->pkt, b, capture_len);
+	else
+		s->pkt.caplen = 0; /* the slot may hold an older drop's bytes */
 }
 
-/* Room for one more event? Checked before any per-flow or ring-buffer work, so a storm the
- * reader cannot keep up with costs two lock-free reads per drop, not a failed reserve. */
-static __always_inline int ring_has_room(void)
+/* Room for one more record of `size` bytes? Checked before any per-flow or ring-buffer work,
+ * so a storm the reader cannot keep up with costs two lock-free reads per drop, not a failed
+ * reserve. */
+static __always_inline int ring_has_room(__u64 size)
 {
-	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	__u64 ring = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	return used + sizeof(struct drop_event) + 8 <= size; /* 8: the record header */
+	return used + size + 8 <= ring; /* 8: the record header */
 }
 
 /* Per-flow rate limit of the stream: at most `limit` events per second for identical drops
@@ -202,24 +250,40 @@ static __always_inline void stamp(struct drop_event *ev)
 }
 
 /* Record, then stream (room, per-flow limit); also called by the cause hooks for a drop
- * that waited for nf_hook_slow's return. */
-static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev)
+ * that waited for nf_hook_slow's return. With capture on, a streamed record is the event and
+ * its packet bytes (drop_record); else the event alone: bpf_ringbuf_reserve takes a constant
+ * size, and user space tells the two apart by size. */
+static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev,
+				 const struct dt_bytes *b)
 {
 	struct drop_event *out;
+	struct drop_record *rec;
+	__u32 capture_len = cfg->capture_len;
 
 	if (cfg->record_slots) {
 		stamp(ev);
-		record(ev, cfg->record_slots);
+		record(ev, b, cfg->record_slots, capture_len);
 	}
 	if (cfg->stream_off)
 		return;
-	if (!ring_has_room()) {
+	if (!ring_has_room(capture_len ? sizeof(*rec) : sizeof(*out))) {
 		stat_add(DT_STAT_LOST);
 		return;
 	}
 	stamp(ev);
 	if (cfg->flow_limit && !flow_allows(ev, cfg->flow_limit))
 		return;
+	if (capture_len) {
+		rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
+		if (!rec) {
+			stat_add(DT_STAT_LOST);
+			return;
+		}
+		__builtin_memcpy(&rec->ev, ev, sizeof(*ev));
+		capture(&rec->pkt, b, capture_len);
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+		return;
+	}
 	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
 	if (!out) {
 		stat_add(DT_STAT_LOST);

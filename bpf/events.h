@@ -33,6 +33,11 @@
  * builds): user space fills them from kallsyms. */
 #define DT_IGNORE_NR 4
 
+/* Packet bytes kept with a drop when capture is on (dt_config.capture_len): at most this
+ * many from the network header, for `--pcap`. Each streamed event then costs 136 bytes more
+ * of ring buffer and one probe read of up to this size; with capture off, neither. */
+#define DT_CAPTURE_LEN 128
+
 /* Namespaces a filter compares directly, without a map lookup; more go to netns_filter. */
 #define DT_NETNS_FAST 4
 /* Networks an IP filter compares directly (a pod's addresses); more go to ip_filter. */
@@ -85,6 +90,15 @@ struct counter_slot {
 	__u64 held;       /* drops only counted: over the cause's rate (DT_STAT_SUPPRESSED adds them) */
 };
 
+/* The packet of a drop_event, right after it in a ring record (capture on) and in every
+ * recorder slot: its first bytes from the network header, as far as they are linear in
+ * the skb (paged data is not read). */
+struct drop_packet {
+	__u32 caplen;     /* bytes of data[] captured; 0: none (capture off, or not IP) */
+	__u32 pad;
+	__u8 data[DT_CAPTURE_LEN];
+};
+
 /* Key of the exact per-CPU drop counters (the `counters` hash). */
 struct counter_key {
 	__u64 location;
@@ -123,6 +137,8 @@ struct dt_config {
 	__u64 net_lo[DT_NET_FAST];
 	__u64 mask_hi[DT_NET_FAST];
 	__u64 mask_lo[DT_NET_FAST];
+	__u32 capture_len;    /* packet bytes kept per drop, at most DT_CAPTURE_LEN; 0: none */
+	__u32 pad3;
 };
 
 /* LPM key of ip_filter: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d). */

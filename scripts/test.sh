@@ -10,8 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Test-only packages: the CRI tests run their own containerd (own root, socket and CNI
-# bridge) with a pause image buildah builds from busybox-static: no registry is needed.
-TEST_APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static buildah)
+# bridge) with a pause image buildah builds from busybox-static: no registry is needed;
+# tshark reads the `--pcap` files back (tests/test_pcap.py).
+TEST_APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static buildah tshark)
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh  # the working directory is the checkout (cd above)
 had_containerd=$(command -v containerd || true)

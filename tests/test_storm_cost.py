@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import Droptrace, MakeNetns, link, send_udp, sh
 from tests.test_reliability import storm, storm_namespace
 from tracer.hooks import DEFAULT_CAUSE_RATE
+from tracer.session import EXPLAINER_NICE
 from tracer.system import conntrack
 from tracer.system.netns import resolve
 
@@ -76,5 +77,5 @@ def test_the_explainer_runs_below_the_traffic(netns: MakeNetns) -> None:
             nice[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
         dt.interrupt()
         assert dt.wait(timeout=30).rc == 0
-    assert sorted(nice.values()).count(19) == 1, nice  # the explainer
+    assert sorted(nice.values()).count(EXPLAINER_NICE) == 1, nice  # the explainer
     assert nice[dt.proc.pid] == 0, nice  # the reader, which keeps the counts, is not lowered

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from tracer import recorder
 from tracer.counters import baseline
 from tracer.counters.source import CounterScope, CounterSource
-from tracer.errors import UsageError
+from tracer.model import AttributedDrop
 from tracer.model.tracing import CounterKey
 from tracer.pipeline import Pipeline
 from tracer.sinks.jsonl import to_json
 from tracer.system import host
 
 
-def build(pipeline: Pipeline) -> dict[str, Any]:
-    rec = recorder.read()
+def explained(pipeline: Pipeline, rec: recorder.Recording) -> list[AttributedDrop]:
+    return [pipeline.explain_raw(raw) for raw in rec.events]
+
+
+def build(
+    pipeline: Pipeline,
+    rec: recorder.Recording | None = None,
+    items: list[AttributedDrop] | None = None,
+) -> dict[str, Any]:
+    """The report of what the recorder holds (read now unless given, with its drops
+    explained unless given)."""
+    rec = rec or recorder.read()
     enricher = pipeline.enricher
-    drops = [to_json(pipeline.explain_raw(raw)) for raw in rec.events]
+    drops = [to_json(item) for item in (items if items is not None else explained(pipeline, rec))]
     counters = [asdict(c) for c in pipeline.counted(rec.counters)]
     totals = pipeline.totals(rec.counters).per_reason
     sysctls = {}
@@ -87,33 +93,3 @@ def _counters(
     moves = source.moves(traced)
     kernel = [m.json() | {"primary": m.primary} for m in moves]
     return kernel, [ev.json() for ev in source.untraced(moves)]
-
-
-def check_out(path: str) -> Path:
-    """Where `dump --out` will write, refused before any work if it cannot be written."""
-    out = Path(path)
-    if out.is_dir() and not out.is_symlink():
-        raise UsageError(f"--out {path}: is a directory")
-    parent = out.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {path}: no directory {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path}: cannot write in {parent}")
-    return out
-
-
-def write_private(out: Path, text: str) -> None:
-    """Write a report readable by its owner only (it names hosts, addresses and rules).
-
-    Into a new file of its own in the same directory, then renamed over `out`: a symlink
-    planted at `out` by whoever can write the directory is replaced, never followed, so
-    root's dump never overwrites or chmods the file it points to."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)  # O_EXCL, mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -3,6 +3,7 @@ DroptraceError becomes one line and an exit code (tracer.oneline)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
@@ -16,15 +17,19 @@ from tracer.commands.common import (
     netns_gone,
     netns_option,
     one_line_errors,
+    pcap_option,
+    pcap_writer,
     pod_option,
     sink,
     tell,
+    with_pcap,
 )
 from tracer.commands.doctor import doctor
 from tracer.commands.lab import lab
 from tracer.commands.recorder import dump, record, status, stop
 from tracer.errors import UsageError
-from tracer.hooks import DEFAULT_CAUSE_RATE, DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
+from tracer.hooks import CAPTURE_BYTES, DEFAULT_CAUSE_RATE, DEFAULT_FLOW_LIMIT, DEFAULT_RING_BYTES
+from tracer.outfiles import check_out
 from tracer.session import DEFAULT_STREAM_RATE, Limits, Stream
 
 
@@ -61,6 +66,7 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     help="Only this kernel drop reason (e.g. NO_SOCKET); repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per drop on stdout.")
+@pcap_option
 @click.option("--duration", type=Seconds(), metavar="S", help="Stop after S seconds.")
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 @click.option(
@@ -112,6 +118,7 @@ def main(
     iface: str | None,
     reasons: tuple[str, ...],
     as_json: bool,
+    pcap: str | None,
     duration: float | None,
     count: int | None,
     show_all: bool,
@@ -127,14 +134,20 @@ def main(
 
     if ring_size & (ring_size - 1):
         raise UsageError("--ring-size must be a power of two")
+    pcap_path = check_out(pcap, "--pcap") if pcap else None  # before the work, not after it
     scope = startup.Scope(pod, namespace, netns_specs, cidrs, iface, reasons)
     ready = startup.start(scope, pods=True, note=tell)
     pipeline = ready.pipeline()
-    with ready.watch(netns_gone) as stop:
+    with ready.watch(netns_gone) as stop, contextlib.ExitStack() as files:
+        out = sink(as_json)
+        if pcap_path is not None:
+            writer = pcap_writer(pcap_path, CAPTURE_BYTES)
+            files.callback(writer.close)  # complete blocks only, whatever ends the session
+            out = with_pcap(out, writer)
         summary = run(
             ready.filters,
             pipeline,
-            sink(as_json),
+            out,
             Limits(duration, count, stop),
             Stream(
                 ring_size,
@@ -143,6 +156,7 @@ def main(
                 show_benign=show_all,
                 # --flow-limit 0 asks for every drop: then no cause is sampled either.
                 cause_rate=DEFAULT_CAUSE_RATE if flow_limit else 0,
+                capture_len=CAPTURE_BYTES if pcap_path is not None else 0,
             ),
             on_ready=lambda: ready.tell(tell),  # once tracing: bad input stays one line
             counters=ready.counter_source(pipeline),

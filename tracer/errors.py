@@ -15,6 +15,12 @@ class OutputClosed(DroptraceError):
     exit_code = 0
 
 
+class WriteFailed(DroptraceError):
+    """A file the user asked for (--pcap) could not be written on (disk full, I/O error)."""
+
+    exit_code = 1
+
+
 class UsageError(DroptraceError):
     """Bad input on the command line (CIDR, reason, interface, namespace...)."""
 

@@ -25,6 +25,32 @@ def event_size() -> int:
     return ctypes.sizeof(_event_type())
 
 
+@cache
+def _packet_type() -> type[ctypes.Structure]:
+    return abi.struct("drop_packet")
+
+
+@cache
+def record_type() -> type[ctypes.Structure]:
+    """A drop_event followed by its drop_packet (dt.h's drop_record): a ring record with
+    capture on, and every recorder slot."""
+    fields = [("ev", _event_type()), ("pkt", _packet_type())]
+    return type("drop_record", (ctypes.Structure,), {"_fields_": fields})
+
+
+def record_size() -> int:
+    return ctypes.sizeof(record_type())
+
+
+def _packet(raw: bytes) -> bytes:
+    """The captured packet bytes of a record (empty for an event alone)."""
+    if len(raw) < record_size():
+        return b""
+    p = _packet_type().from_buffer_copy(raw, event_size())
+    n = min(int(p.caplen), abi.const("DT_CAPTURE_LEN"))  # type: ignore[attr-defined]
+    return bytes(p.data)[:n]  # type: ignore[attr-defined]
+
+
 def _addr(raw: bytes, family: int) -> IPAddress | None:
     if family == _AF_INET:
         return IPv4Address(raw[:4])
@@ -34,6 +60,7 @@ def _addr(raw: bytes, family: int) -> IPAddress | None:
 
 
 def decode(raw: bytes) -> Drop:
+    """An event, or an event and its packet bytes (told apart by size)."""
     e = _event_type().from_buffer_copy(raw[: event_size()])
     ported = e.l4proto in _PORTED and e.family
     icmp = e.l4proto in _ICMP and e.family
@@ -58,6 +85,7 @@ def decode(raw: bytes) -> Drop:
         cause=e.cause,
         nf_hook=e.nf_hook,
         nf_pf=e.nf_pf,
+        packet=_packet(raw) if e.family else b"",
     )
 
 

@@ -46,6 +46,9 @@ DEFAULT_FLOW_LIMIT = 20
 # traffic needed. Every cause gets its first drops of every second through. The live stream
 # also explains at most this many of one cause per second over all CPUs (tracer.session).
 DEFAULT_CAUSE_RATE = 200
+# Packet bytes kept with a drop when asked (--pcap, the recorder): all the kernel side has
+# room for (DT_CAPTURE_LEN in events.h; a test keeps the two equal).
+CAPTURE_BYTES = 128
 # DROPTRACE_KFREE_SKB=raw_tp/kfree_skb (say) starts the search at that variant: to check the
 # fallbacks on a kernel that accepts the better ones, or to sidestep a misbehaving one.
 _FORCE_ENV = "DROPTRACE_KFREE_SKB"
@@ -121,10 +124,15 @@ class DropTracer:
         flow_limit: int = DEFAULT_FLOW_LIMIT,
         kernel_reasons: bool = False,
         cause_limit: int = 0,
+        capture_len: int = 0,
     ) -> None:
         """kernel_reasons: kfree_skb gives drop reasons here, so the cause hooks stay out.
         cause_limit: drops of one cause (counter key) recorded or streamed per second per
-        CPU; the rest are only counted (0: every drop)."""
+        CPU; the rest are only counted (0: every drop). capture_len: packet bytes kept with
+        each drop streamed or recorded (0: none), at most DT_CAPTURE_LEN."""
+        if not 0 <= capture_len <= abi.const("DT_CAPTURE_LEN"):
+            raise ValueError(f"capture_len {capture_len} not in 0..{abi.const('DT_CAPTURE_LEN')}")
+        self._capture_len = capture_len
         self.filters = filters
         self._causes_needed = not kernel_reasons
         self.hooks = HookReport(kernel_reasons=kernel_reasons)
@@ -212,6 +220,7 @@ class DropTracer:
         cfg.flow_limit = flow_limit
         cfg.cause_limit = cause_limit
         cfg.hz = _kernel_hz()
+        cfg.capture_len = self._capture_len
         cfg.started_ns = time.time_ns()
         cfg.hook = [p for _, p in KFREE_SKB_VARIANTS].index(program)
         # Cause hooks before kfree_skb: a drop parked for nf_hook_slow's return needs it there.

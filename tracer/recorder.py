@@ -19,7 +19,9 @@ from pathlib import Path
 from tracer import abi, libbpf
 from tracer.counters import baseline
 from tracer.errors import DroptraceError
+from tracer.events import record_type
 from tracer.hooks import (
+    CAPTURE_BYTES,
     DEFAULT_CAUSE_RATE,
     KFREE_SKB_VARIANTS,
     DropTracer,
@@ -34,6 +36,9 @@ from tracer.system.netns import NetnsRef
 PIN_DIR = Path(os.environ.get("DROPTRACE_PIN_DIR") or "/sys/fs/bpf/droptrace")
 MAPS = ("counters", "counter_slots", "stats", "recorder", "rec_head", "dt_config_map")
 DEFAULT_SLOTS = 4096
+# Packet bytes kept with each recorded drop, for `dump --pcap`: all the kernel keeps
+# unless `record --capture-bytes` says fewer (0: none, and no probe read per drop).
+DEFAULT_CAPTURE = CAPTURE_BYTES
 
 
 class RecorderRunning(DroptraceError):
@@ -53,6 +58,7 @@ class Recording:
     counters: dict[CounterKey, int]
     stats: Stats
     netns_filter: bool
+    capture_len: int  # packet bytes kept with each drop (0: none)
     cause_rate: int = 0  # drops of one cause kept per second per CPU (0: all)
 
 
@@ -92,14 +98,16 @@ def start(
     kernel_reasons: bool = False,
     counted: list[NetnsRef] | None = None,
     cause_rate: int = DEFAULT_CAUSE_RATE,
+    capture_len: int = DEFAULT_CAPTURE,
 ) -> list[str]:
     """Load, attach and pin a recorder; returns notes (e.g. stale pins replaced).
     kernel_reasons: kfree_skb gives drop reasons here (then no cause hooks are attached);
     counted: the namespaces whose drop counters `dump` compares (None: every one);
     cause_rate: drops of one cause kept per second per CPU (0: all), so a flood of one
-    cause does not overwrite the rarer drops before it within a second."""
+    cause does not overwrite the rarer drops before it within a second; capture_len: packet
+    bytes kept with each drop (0: none)."""
     with _exclusive():
-        notes = _start(filters, slots, kernel_reasons, cause_rate)
+        notes = _start(filters, slots, kernel_reasons, cause_rate, capture_len)
         try:  # after the hooks: a drop before the baseline is traced, never only counted
             baseline.record(baseline.path_for(PIN_DIR), counted)
         except OSError as err:
@@ -107,7 +115,9 @@ def start(
         return notes
 
 
-def _start(filters: Filters, slots: int, kernel_reasons: bool, cause_rate: int) -> list[str]:
+def _start(
+    filters: Filters, slots: int, kernel_reasons: bool, cause_rate: int, capture_len: int
+) -> list[str]:
     notes = []
     if running():
         since = read().started_ns
@@ -126,10 +136,13 @@ def _start(filters: Filters, slots: int, kernel_reasons: bool, cause_rate: int) 
             stream=False,
             kernel_reasons=kernel_reasons,
             cause_limit=cause_rate,
+            capture_len=capture_len,
         ) as tracer:
             tracer.pin(PIN_DIR, MAPS)
             notes.extend(f"hook unavailable: {u}" for u in tracer.hooks.unavailable)
-            notes.append(f"recording with {', '.join(tracer.hooks.active)}, {slots} drops kept")
+            packets = f"their first {capture_len} bytes" if capture_len else "no packet bytes"
+            active = ", ".join(tracer.hooks.active)
+            notes.append(f"recording with {active}, {slots} drops kept with {packets}")
     except BaseException:
         _clear()
         raise
@@ -154,20 +167,20 @@ def read() -> Recording:
     if not running():
         raise NoRecorder("no flight recorder is running: start one with `droptrace record`")
     ncpu = libbpf.num_possible_cpus()
-    event_t = abi.struct("drop_event")
+    record_t = record_type()
     with ExitStack() as stack:
         maps = {name: stack.enter_context(libbpf.PinnedMap(PIN_DIR / name)).map for name in MAPS}
         cfg = abi.struct("dt_config")()
         maps["dt_config_map"].lookup(ctypes.c_uint32(0), cfg)
         slots = int(cfg.record_slots)  # type: ignore[attr-defined]
         raw: list[bytes] = []
-        values = (event_t * ncpu)()
+        values = (record_t * ncpu)()
         for slot in range(slots):
             if not maps["recorder"].lookup(ctypes.c_uint32(slot), values):
                 continue
-            raw.extend(bytes(v) for v in values if v.ts_ns)  # type: ignore[attr-defined]
+            raw.extend(bytes(v) for v in values if v.ev.ts_ns)  # type: ignore[attr-defined]
         # Newest `slots` over all CPUs, oldest first.
-        raw.sort(key=lambda b: event_t.from_buffer_copy(b).ts_ns)  # type: ignore[attr-defined]
+        raw.sort(key=lambda b: record_t.from_buffer_copy(b).ev.ts_ns)  # type: ignore[attr-defined]
         raw = raw[-slots:]
         return Recording(
             started_ns=int(cfg.started_ns),  # type: ignore[attr-defined]
@@ -178,6 +191,7 @@ def read() -> Recording:
             stats=read_stats(maps["stats"], maps["counters"], maps["counter_slots"]),
             netns_filter=bool(cfg.filter_netns),  # type: ignore[attr-defined]
             cause_rate=int(cfg.cause_limit),  # type: ignore[attr-defined]
+            capture_len=int(cfg.capture_len),  # type: ignore[attr-defined]
         )
 
 

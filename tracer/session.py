@@ -53,6 +53,7 @@ class Stream:
     rate: int = DEFAULT_STREAM_RATE
     show_benign: bool = False
     cause_rate: int = DEFAULT_CAUSE_RATE  # 0: stream and explain every drop
+    capture_len: int = 0  # packet bytes the kernel keeps with each drop (--pcap); 0: none
 
 
 class _Stop(Exception):
@@ -109,6 +110,7 @@ def _trace(
         flow_limit=stream.flow_limit,
         kernel_reasons=reasons,
         cause_limit=stream.cause_rate,
+        capture_len=stream.capture_len,
     ) as tracer:
         if watch is not None:
             watch.begin()  # before the user hears the hooks are on and starts the traffic
@@ -202,12 +204,18 @@ def _trace(
     return summary
 
 
+# The explainer's nice value. At 10 a CPU-bound task of normal priority gets ~10 times its
+# share of a contended CPU: on a busy node explaining slows down rather than slow the traffic,
+# yet still gets on (at 19, ~1.5 %, a node pegged by its workload showed nothing for seconds,
+# exactly when someone is looking).
+EXPLAINER_NICE = 10
+
+
 def _yield_to_traffic() -> None:
-    """Nice 19 for the calling thread alone (Linux's setpriority takes a thread id): on a
-    busy node the explainer gets the CPU the workload leaves, and falls behind rather than
-    slow the traffic; what it cannot reach is counted, never lost from the totals."""
+    """Lower the calling thread's priority alone (Linux's setpriority takes a thread id);
+    what the explainer cannot reach in time is counted, never lost from the totals."""
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EXPLAINER_NICE)
 
 
 class _CauseSampler:

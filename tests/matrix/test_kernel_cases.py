@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,11 +169,14 @@ def test_forwarded_packet_without_a_route_is_no_route(netns: MakeNetns) -> None:
     check("no_route", "no_route", drops, err)
 
 
-def test_recorder_keeps_drops_nobody_watched_and_stop_leaves_nothing(netns: MakeNetns) -> None:
-    """`record` -> drops -> `dump --json` shows them -> `stop`: nothing pinned or loaded.
+def test_recorder_keeps_drops_nobody_watched_and_stop_leaves_nothing(
+    netns: MakeNetns, tmp_path: Path
+) -> None:
+    """`record` -> drops -> `dump --json` shows them, `dump --pcap` has their packets ->
+    `stop`: nothing pinned or loaded.
 
     A netfilter drop, so on kernels without reasons the recorded event is the one the
-    nf_hook_slow hook completed."""
+    nf_hook_slow hook completed, with the packet bytes taken when it was parked."""
     client, router, _ = routed_udp_topology(netns)
     sh("iptables-nft", "-A", "FORWARD", "-p", "udp", "--dport", "5354", "-j", "DROP", ns=router)
     try:
@@ -185,11 +190,31 @@ def test_recorder_keeps_drops_nobody_watched_and_stop_leaves_nothing(netns: Make
         hooks = re.search(r"recording with (.*), \d+ drops kept", started.stderr)
         check("recorder", "netfilter", drops, started.stderr, hooks[1] if hooks else "")
         assert len(drops) == 3 and doc["totals"]["matched"] == 3, doc["totals"]
+        pcap = tmp_path / "rec.pcapng"
+        dumped = cli("dump", "--pcap", str(pcap))
+        assert dumped.rc == 0 and "wrote 3 packets" in dumped.stderr, dumped.stderr
+        assert [udp_destination(p) for p in packets(pcap)] == [("198.51.100.2", 5354)] * 3
     finally:
         stopped = cli("stop")
     assert stopped.rc == 0 and "flight recorder stopped" in stopped.stdout, stopped.stderr
     assert not PIN_DIR.exists()
     assert loaded_droptrace_programs(settle=patience(5)) == []
+
+
+def packets(path: Path) -> list[bytes]:
+    """The packets of a pcapng file, read with python-pcapng (tshark starts slowly in an
+    emulated guest; tests/test_pcap.py reads these files with tshark on the host)."""
+    from pcapng import FileScanner, blocks
+
+    with open(path, "rb") as f:
+        return [b.packet_data for b in FileScanner(f) if isinstance(b, blocks.EnhancedPacket)]
+
+
+def udp_destination(ip_packet: bytes) -> tuple[str, int]:
+    """An IPv4 UDP packet's destination address and port (from its header bytes)."""
+    assert ip_packet[0] >> 4 == 4 and ip_packet[9] == 17, ip_packet.hex()
+    ihl = (ip_packet[0] & 0x0F) * 4
+    return socket.inet_ntoa(ip_packet[16:20]), int.from_bytes(ip_packet[ihl + 2 : ihl + 4], "big")
 
 
 def test_nf_hook_slow_kprobe_fallback_names_the_netfilter_hook(netns: MakeNetns) -> None:

@@ -52,15 +52,17 @@ static __always_inline void nf_return(__u64 skb, __u8 hook, __u8 pf, int ret)
 	__u32 zero = 0;
 	struct dt_config *cfg = bpf_map_lookup_elem(&dt_config_map, &zero);
 	struct dt_pending *p = bpf_map_lookup_elem(&nf_pending, &zero);
+	struct dt_bytes parked = {};
 
 	if (!p || !cfg || !p->skb || p->skb != skb)
 		return;
+	parked.copy = &p->pkt;
 	if (ret < 0) { /* NF_DROP: -EPERM unless the rule gave an errno */
 		p->ev.cause = DT_HOOK_NETFILTER;
 		p->ev.nf_hook = hook;
 		p->ev.nf_pf = pf;
 	}
-	emit(cfg, &p->ev);
+	emit(cfg, &p->ev, &parked);
 	p->skb = 0;
 }
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tracer import oneline
 from tracer.sinks import Sink
+
+if TYPE_CHECKING:  # the pcapng writer loads only with --pcap
+    from tracer.sinks.pcapng import PcapngWriter
+    from tracer.sinks.report import Redactor
 
 # Droptrace's own errors, and refusals from the kernel, as one line and an exit code.
 one_line_errors = oneline.one_line_errors("droptrace", kernel=True)
@@ -52,6 +58,20 @@ def sink(as_json: bool) -> Sink:
     return LiveView()
 
 
+def pcap_writer(path: Path, snaplen: int, redactor: Redactor | None = None) -> PcapngWriter:
+    """The --pcap file, opened (and its first blocks written) before anything is attached."""
+    from tracer.outfiles import open_private
+    from tracer.sinks.pcapng import PcapngWriter
+
+    return PcapngWriter(open_private(path, "--pcap"), snaplen, redactor, str(path))
+
+
+def with_pcap(inner: Sink, writer: PcapngWriter) -> Sink:
+    from tracer.sinks.pcapng import PcapngSink
+
+    return PcapngSink(inner, writer, tell)
+
+
 def complete_netns(
     _ctx: click.Context, _param: click.Parameter, incomplete: str
 ) -> list[click.shell_completion.CompletionItem]:
@@ -92,4 +112,11 @@ ip_option = click.option(
     multiple=True,
     metavar="CIDR",
     help="Only packets from or to this address or network; repeatable.",
+)
+pcap_option = click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write the dropped packets here as pcapng (their first 128 bytes from the IP "
+    "header; each packet's comment says why it was dropped). Mode 0600.",
 )

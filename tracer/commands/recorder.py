@@ -10,10 +10,12 @@ from tracer.commands.common import (
     namespace_option,
     netns_option,
     one_line_errors,
+    pcap_writer,
     pod_option,
     tell,
 )
-from tracer.hooks import DEFAULT_CAUSE_RATE
+from tracer.hooks import CAPTURE_BYTES, DEFAULT_CAUSE_RATE
+from tracer.outfiles import check_out, write_private
 
 
 @click.command()
@@ -35,6 +37,15 @@ from tracer.hooks import DEFAULT_CAUSE_RATE
     show_default=True,
     help="Drops of one cause kept per second per CPU; the rest are only counted (0: all).",
 )
+@click.option(
+    "--capture-bytes",
+    type=click.IntRange(min=0, max=CAPTURE_BYTES),
+    default=recorder.DEFAULT_CAPTURE,
+    show_default=True,
+    metavar="N",
+    help="Packet bytes kept with each drop (from the IP header), for `dump --pcap`; "
+    "0: none, and no packet read per drop.",
+)
 @one_line_errors
 def record(
     pod: str | None,
@@ -43,6 +54,7 @@ def record(
     cidrs: tuple[str, ...],
     size: int,
     cause_rate: int,
+    capture_bytes: int,
 ) -> None:
     """Start a flight recorder in the kernel that keeps recording after this command exits.
 
@@ -57,6 +69,7 @@ def record(
         kernel_reasons=ready.reasons.available,
         counted=ready.counted,
         cause_rate=cause_rate,
+        capture_len=capture_bytes,
     )
     for note in started:
         tell(note)
@@ -68,19 +81,48 @@ def record(
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here (mode 0600).")
 @click.option("--redact", is_flag=True, help="Replace addresses and pod names with placeholders.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of Markdown.")
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write the recorded packets here as pcapng (mode 0600), each with why it was "
+    "dropped as its comment; the report is then written only with --out.",
+)
 @one_line_errors
-def dump(out: str | None, redact: bool, as_json: bool) -> None:
+def dump(out: str | None, redact: bool, as_json: bool, pcap: str | None) -> None:
     """Write a bug report from the flight recorder, without stopping it."""
+    import socket
+
     from tracer import bugreport
     from tracer.sinks import report
+    from tracer.sinks.jsonl import to_json
 
-    target = bugreport.check_out(out) if out else None  # before the work, not after it
-    doc = bugreport.build(startup.start(signals=False, note=tell).pipeline())
-    if redact:
-        doc = report.redact(doc)
+    # Both checked before the work, not after it.
+    target = check_out(out) if out else None
+    pcap_path = check_out(pcap, "--pcap") if pcap else None
+    pipeline = startup.start(signals=False, note=tell).pipeline()
+    rec = recorder.read()
+    items = bugreport.explained(pipeline, rec)
+    doc = bugreport.build(pipeline, rec, items) if target or not pcap_path else None
+    redactor = None
+    if redact:  # one redactor for both: the report's ip-N is the packet's placeholder N
+        known: object = doc if doc is not None else [to_json(item) for item in items]
+        redactor = report.redactor(known, (socket.gethostname(),))
+    if pcap_path is not None:
+        writer = pcap_writer(pcap_path, rec.capture_len or CAPTURE_BYTES, redactor)
+        try:
+            for item in items:
+                writer.add(item)
+        finally:
+            writer.close()
+        tell(writer.outcome())
+    if doc is None:
+        return
+    if redactor is not None:
+        doc = redactor.doc(doc)
     text = report.to_json_text(doc) if as_json else report.to_markdown(doc)
     if target is not None:
-        bugreport.write_private(target, text)
+        write_private(target, text)
         tell(f"wrote {target} ({len(doc['drops'])} drops)")
     else:
         click.echo(text, nl=False)

@@ -56,6 +56,11 @@ class Redactor:
                 self._spellings.setdefault(spelling, placeholder)
         self._known = None
 
+    def number(self, addr: str) -> int:
+        """The number of an address's placeholder (ip-N), the same as in the text."""
+        canonical = _address(addr) or addr
+        return int(self._ips.setdefault(canonical, f"ip-{len(self._ips) + 1}")[3:])
+
     def name(self, value: str) -> str:
         return self._names.setdefault(value, f"pod-{len(self._names) + 1}")
 
@@ -103,15 +108,21 @@ def _names(value: Any) -> list[str]:
     return []
 
 
-def redact(doc: dict[str, Any]) -> dict[str, Any]:
+def redactor(doc: Any, hostnames: tuple[str, ...] = ()) -> Redactor:
+    """A Redactor that knows every address and name in `doc` (any JSON value)."""
     r = Redactor()
     r.learn(json.dumps(doc))
     # Pod and host names first, so they are also replaced where they appear in free text.
     for name in _names(doc):
         r.name(name)
-    if doc.get("host", {}).get("hostname"):
-        r.name(doc["host"]["hostname"])
-    out: dict[str, Any] = r.doc(doc)
+    for host in hostnames:
+        r.name(host)
+    return r
+
+
+def redact(doc: dict[str, Any]) -> dict[str, Any]:
+    hostname = doc.get("host", {}).get("hostname")
+    out: dict[str, Any] = redactor(doc, (hostname,) if hostname else ()).doc(doc)
     return out
 
 
