@@ -35,6 +35,9 @@ if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
 fi
 WORK=$PWD/.cache/kernels
 mkdir -p "$WORK"
+# One run at a time prepares the shared cache (another checkout's run, CI, may share it).
+exec 9>"$CACHE/.lock"
+flock 9
 
 VENV=$CACHE/vng-venv
 if [ ! -x "$VENV/bin/vng" ] || ! cmp -s scripts/kernels-requirements.txt "$VENV/.requirements"; then
@@ -94,6 +97,10 @@ fetch_kernel() {
   echo "$dir"
 }
 
+declare -A KDIR
+for k in $KERNELS; do KDIR[$k]=$(fetch_kernel "$k"); done
+flock -u 9
+
 RESULTS=$WORK/results
 rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 declare -A SECONDS_TAKEN
@@ -112,7 +119,7 @@ if [ -n "$KERNELS" ]; then
   .venv/bin/python scripts/guest_python.py "$CACHE/pycache" "$WORK/guest-python.sqfs"
 fi
 for k in $KERNELS; do
-  kdir=$(fetch_kernel "$k")
+  kdir=${KDIR[$k]}
   kimg=$(ls "$kdir"/root/boot/vmlinuz-*)
   out=$RESULTS/$k
   mkdir -p "$out"
