@@ -33,6 +33,7 @@ _BUDGET_SPENT = -125  # -ECANCELED from a sample callback: stop reading for now
 # ~6 MB of Python objects, at the end of a storm, on top of everything else.
 _BATCH = 1024
 _log: list[str] = []  # libbpf's messages since the last take_log()
+_VERIFIER_LOG_MAX = 1 << 20
 _print_cb_ref: object = None  # keeps the C callback alive while libbpf holds it
 
 
@@ -119,7 +120,9 @@ def _capture_log(lb: ctypes.CDLL) -> None:
 
     def on_print(level: int, fmt: bytes, ap: int) -> int:
         try:
-            buf = ctypes.create_string_buffer(1024)
+            # A verifier log comes whole in one message, its reason at the end: room for it.
+            size = _VERIFIER_LOG_MAX if b"PROG LOAD LOG" in fmt else 1024
+            buf = ctypes.create_string_buffer(size)
             vsnprintf(buf, len(buf), fmt, ap)
             _log.append(buf.value.decode(errors="replace").rstrip())
             del _log[:-200]
@@ -152,12 +155,25 @@ def take_log() -> list[str]:
 
 
 def describe(err: OSError) -> str:
-    """A refusal in words: the error, and libbpf's last log line that says why."""
+    """A refusal in words: the error, the verifier's reason if a program was refused (the
+    last line of its log, e.g. "unknown func bpf_jiffies64#118"), and libbpf's last log line
+    that says why."""
     log = [line for line in take_log() if line]
     detail = next(
         (line for line in reversed(log) if "error" in line.lower() or "failed" in line), ""
     )
-    return f"{err.strerror or err}" + (f" ({detail.strip()})" if detail else "")
+    verifier = next((_verifier_reason(line) for line in reversed(log) if "END PROG" in line), "")
+    why = "; ".join(x.strip() for x in (verifier, detail) if x)
+    return f"{err.strerror or err}" + (f" ({why})" if why else "")
+
+
+def _verifier_reason(message: str) -> str:
+    """The verifier's last line in a libbpf "PROG LOAD LOG" message (its reason)."""
+    lines = [ln for ln in message.split("-- END PROG LOAD LOG --")[0].splitlines() if ln.strip()]
+    reason = lines[-1].strip() if lines else ""
+    if reason.startswith("processed ") and len(lines) > 1:  # the statistics line comes last
+        reason = lines[-2].strip()
+    return f"verifier: {reason}" if reason and "BEGIN PROG LOAD LOG" not in reason else ""
 
 
 def _errno_error(what: str) -> OSError:
