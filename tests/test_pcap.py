@@ -107,6 +107,9 @@ def test_recorded_drops_dump_as_pcapng(
     assert res.stdout == ""  # with --pcap alone, no report
     assert f"wrote 4 packets to {out}" in res.stderr
     assert_udp_drops(tshark(out, *FIELDS), server, 7, 4)
+    both = run_cli("dump", "--pcap", str(tmp_path / "again.pcapng"), "--json")
+    assert both.rc == 0, both.stderr
+    assert len(json.loads(both.stdout)["drops"]) == 4  # --json still prints the report
 
 
 def test_a_recorder_without_packet_bytes_says_so(

@@ -103,7 +103,9 @@ def dump(out: str | None, redact: bool, as_json: bool, pcap: str | None) -> None
     pipeline = startup.start(signals=False, note=tell).pipeline()
     rec = recorder.read()
     items = bugreport.explained(pipeline, rec)
-    doc = bugreport.build(pipeline, rec, items) if target or not pcap_path else None
+    # With --pcap the report is written only where asked for: --out, or --json on stdout.
+    wanted = target is not None or as_json or pcap_path is None
+    doc = bugreport.build(pipeline, rec, items) if wanted else None
     redactor = None
     if redact:  # one redactor for both: the report's ip-N is the packet's placeholder N
         known: object = doc if doc is not None else [to_json(item) for item in items]
