@@ -148,6 +148,9 @@ def test_a_long_session_of_many_flows_in_many_namespaces_keeps_its_caches_bounde
         sh("ip", "link", "set", "st0", "up", ns=ns)
         sh("ip", "link", "set", "st1", "up", ns=ns)
         sh("iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "7000:7999", "-j", "DROP", ns=ns)
+    # A service kube-proxy would have named: else no drop asks conntrack where it was sent.
+    svc = ("-d", "198.18.77.10/32", "-p", "udp", "-m", "comment", "--comment")
+    sh("iptables", "-t", "nat", "-A", "OUTPUT", *svc, "default/web:http cluster IP", ns=names[0])
 
     def traffic() -> None:
         for _ in range(2):  # every namespace twice: what was let go is taken up again

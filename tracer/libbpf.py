@@ -12,12 +12,14 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import signal
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tracer.errors import LibbpfMissing
 
@@ -147,6 +149,31 @@ def _reraise() -> None:
         raise exc
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that come during a C call which calls back into Python (libbpf's
+    log, ring samples) are handled when it returns. Their handler raises, and raised at a
+    callback's first line, before any `try` there, ctypes printed "Exception ignored" with a
+    traceback and the interrupt was lost. Only the main thread has signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    saved: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            saved[sig] = handler
+            signal.signal(sig, lambda s, _frame: held.append(s))
+    try:
+        yield
+    finally:
+        for num, handler in saved.items():
+            signal.signal(num, handler)
+    for num in held[:1]:
+        saved[num](num, None)  # as it would have run: raises KeyboardInterrupt
+
+
 def take_log() -> list[str]:
     """libbpf's messages since the last call (verifier and attach errors)."""
     out = _log[:]
@@ -259,7 +286,8 @@ class BpfObject(AbstractContextManager["BpfObject"]):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        handle = lib().bpf_object__open_file(str(path).encode(), None)
+        with _signals_held():
+            handle = lib().bpf_object__open_file(str(path).encode(), None)
         _reraise()
         if not handle:
             raise _errno_error(f"open {path}")
@@ -304,13 +332,15 @@ class BpfObject(AbstractContextManager["BpfObject"]):
             raise _errno_error(f"resize of map {map_name}")
 
     def load(self) -> None:
-        failed = lib().bpf_object__load(self.handle)
+        with _signals_held():
+            failed = lib().bpf_object__load(self.handle)
         _reraise()
         if failed:
             raise _errno_error(f"load of {self.path.name}")
 
     def attach(self, program: str) -> Link:
-        link = lib().bpf_program__attach(self._program(program))
+        with _signals_held():
+            link = lib().bpf_program__attach(self._program(program))
         _reraise()
         if not link:
             raise _errno_error(f"attach of {program}")
@@ -366,13 +396,15 @@ class RingBuffer(AbstractContextManager["RingBuffer"]):
         Samples are copied out `_BATCH` at a time: a full ring read at once was held whole."""
         done = 0
         self._limit = min(limit, _BATCH)
-        rc = lib().ring_buffer__poll(self._handle, timeout_ms)
+        with _signals_held():
+            rc = lib().ring_buffer__poll(self._handle, timeout_ms)
         _reraise()
         while True:
             # Producers submit without waking the reader (BPF_RB_NO_WAKEUP), so epoll mostly
             # just times out: read whatever is there either way.
             if 0 <= rc < self._limit and len(self._pending) < self._limit:
-                rc = lib().ring_buffer__consume(self._handle)
+                with _signals_held():
+                    rc = lib().ring_buffer__consume(self._handle)
                 _reraise()
             if rc < 0 and -rc not in (4, -_BUDGET_SPENT):  # EINTR: Ctrl-C, handled by the caller
                 raise OSError(-rc, f"ring buffer poll: {os.strerror(-rc)}")
@@ -389,7 +421,8 @@ class VmlinuxBtf(AbstractContextManager["VmlinuxBtf"]):
     """The running kernel's BTF (/sys/kernel/btf/vmlinux), for names the kernel defines."""
 
     def __init__(self) -> None:
-        handle = lib().btf__load_vmlinux_btf()
+        with _signals_held():
+            handle = lib().btf__load_vmlinux_btf()
         _reraise()
         if not handle:
             raise _errno_error("load of kernel BTF")
