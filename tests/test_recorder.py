@@ -131,3 +131,19 @@ def test_a_flood_of_one_cause_does_not_push_out_the_drops_before_it(
     assert sum(t["per_reason"].values()) == t["matched"]
     assert len(doc["drops"]) < 1024
     assert doc["recorder"]["cause_rate"] == 50
+
+
+def test_a_recorder_of_another_version_is_one_line_not_misread(stopped_after: None) -> None:
+    """A recorder left running across an upgrade: its slots are another size (here a map
+    as an older droptrace pinned it, 88-byte events without packet bytes)."""
+    assert run_cli("record").rc == 0
+    (PIN_DIR / "recorder").unlink()
+    sh("bpftool", "map", "create", str(PIN_DIR / "recorder"), "type", "percpu_array",
+       "key", "4", "value", "88", "entries", "16", "name", "recorder")  # fmt: skip
+    for command in ("dump", "status"):
+        res = run_cli(command)
+        assert res.rc == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert "another version of droptrace" in res.stderr and "88 bytes" in res.stderr
+    (PIN_DIR / "counter_slots").unlink()  # older still: a map this version needs is missing
+    res = run_cli("dump")
+    assert res.rc == 1 and "it has no map counter_slots" in res.stderr, res.stderr

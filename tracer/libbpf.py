@@ -84,6 +84,7 @@ def lib() -> ctypes.CDLL:
     _sig(lb, "bpf_link__pin", i, vp, cp)
     _sig(lb, "bpf_link__disconnect", None, vp)
     _sig(lb, "bpf_obj_get", i, cp)
+    _sig(lb, "bpf_obj_get_info_by_fd", i, i, vp, ctypes.POINTER(ctypes.c_uint32))
     _sig(lb, "bpf_map__set_max_entries", i, vp, u32)
     _sig(lb, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
     _sig(lb, "bpf_map_lookup_elem", i, i, vp, vp)
@@ -246,6 +247,29 @@ def percpu_sum(m: Map, key: ctypes._CData) -> int:
     """Sum of a per-CPU map's u64 value over all possible CPUs (0 if the key is absent)."""
     values = (ctypes.c_uint64 * num_possible_cpus())()
     return sum(values) if m.lookup(key, values) else 0
+
+
+class _MapInfo(ctypes.Structure):
+    """The start of the kernel's struct bpf_map_info (uapi/linux/bpf.h); it fills what fits."""
+
+    _fields_ = (
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    )
+
+
+def value_size(m: Map) -> int:
+    """The size of one value of map `m` as the kernel has it (per CPU for per-CPU maps)."""
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if lib().bpf_obj_get_info_by_fd(m.fd, ctypes.byref(info), ctypes.byref(size)):
+        raise _errno_error(f"info of map {m.name}")
+    return int(info.value_size)
 
 
 class PinnedMap(AbstractContextManager["PinnedMap"]):

@@ -62,6 +62,10 @@ class Recording:
     cause_rate: int = 0  # drops of one cause kept per second per CPU (0: all)
 
 
+class RecorderMismatch(DroptraceError):
+    exit_code = 1
+
+
 class RecorderBusy(DroptraceError):
     exit_code = 1
 
@@ -169,7 +173,7 @@ def read() -> Recording:
     ncpu = libbpf.num_possible_cpus()
     record_t = record_type()
     with ExitStack() as stack:
-        maps = {name: stack.enter_context(libbpf.PinnedMap(PIN_DIR / name)).map for name in MAPS}
+        maps = _open_pins(stack, record_t)
         cfg = abi.struct("dt_config")()
         maps["dt_config_map"].lookup(ctypes.c_uint32(0), cfg)
         slots = int(cfg.record_slots)  # type: ignore[attr-defined]
@@ -193,6 +197,34 @@ def read() -> Recording:
             cause_rate=int(cfg.cause_limit),  # type: ignore[attr-defined]
             capture_len=int(cfg.capture_len),  # type: ignore[attr-defined]
         )
+
+
+_ANOTHER_VERSION = (
+    "the flight recorder was started by another version of droptrace ({why}): "
+    "`droptrace stop`, then `droptrace record` again"
+)
+
+
+def _open_pins(stack: ExitStack, record_t: type[ctypes.Structure]) -> dict[str, libbpf.Map]:
+    """The recorder's pinned maps, checked against this droptrace's layout: a recorder left
+    running across an upgrade has other maps or other slot sizes, and would be misread."""
+    maps = {}
+    for name in MAPS:
+        try:
+            maps[name] = stack.enter_context(libbpf.PinnedMap(PIN_DIR / name)).map
+        except FileNotFoundError:
+            raise RecorderMismatch(_ANOTHER_VERSION.format(why=f"it has no map {name}")) from None
+    expected = {
+        "recorder": ctypes.sizeof(record_t),
+        "counter_slots": ctypes.sizeof(abi.struct("counter_slot")),
+        "dt_config_map": ctypes.sizeof(abi.struct("dt_config")),
+    }
+    for name, size in expected.items():
+        got = libbpf.value_size(maps[name])
+        if got != size:
+            why = f"its {name} values are {got} bytes, this version's {size}"
+            raise RecorderMismatch(_ANOTHER_VERSION.format(why=why))
+    return maps
 
 
 def status_line() -> str:
