@@ -289,8 +289,9 @@ class DropTracer:
     def counters(self) -> dict[CounterKey, int]:
         return read_counters(self._counters, self._slots)
 
-    def stats(self) -> Stats:
-        return read_stats(self._stats, self._counters, self._slots)
+    def totals(self) -> tuple[dict[CounterKey, int], Stats]:
+        """The per-key counts and the totals, from one read of the counters."""
+        return read_totals(self._stats, self._counters, self._slots)
 
 
 def read_counters(counters: libbpf.Map, slots: libbpf.Map) -> dict[CounterKey, int]:
@@ -298,16 +299,19 @@ def read_counters(counters: libbpf.Map, slots: libbpf.Map) -> dict[CounterKey, i
     return _read(counters, slots)[0]
 
 
-def read_stats(stats: libbpf.Map, counters: libbpf.Map, slots: libbpf.Map) -> Stats:
-    """The totals: matched (the counters' sum and the uncounted), lost, uncounted, and
-    suppressed (by the per-flow limit, and over a cause's rate)."""
+def read_totals(
+    stats: libbpf.Map, counters: libbpf.Map, slots: libbpf.Map
+) -> tuple[dict[CounterKey, int], Stats]:
+    """The exact per-key drop counts and the totals, from one read of the counters: matched
+    (the counters' sum and the uncounted), lost, uncounted, and suppressed (by the per-flow
+    limit, and over a cause's rate)."""
 
     def get(name: str) -> int:
         return libbpf.percpu_sum(stats, ctypes.c_uint32(abi.const(name)))
 
     counts, held = _read(counters, slots)
     uncounted = get("DT_STAT_UNCOUNTED")
-    return Stats(
+    return counts, Stats(
         sum(counts.values()) + uncounted,
         get("DT_STAT_LOST"),
         uncounted,

@@ -25,8 +25,7 @@ from tracer.hooks import (
     DEFAULT_CAUSE_RATE,
     KFREE_SKB_VARIANTS,
     DropTracer,
-    read_counters,
-    read_stats,
+    read_totals,
 )
 from tracer.model.tracing import CounterKey, Filters, Stats
 from tracer.system.netns import NetnsRef
@@ -186,13 +185,14 @@ def read() -> Recording:
         # Newest `slots` over all CPUs, oldest first.
         raw.sort(key=lambda b: record_t.from_buffer_copy(b).ev.ts_ns)  # type: ignore[attr-defined]
         raw = raw[-slots:]
+        counters, stats = read_totals(maps["stats"], maps["counters"], maps["counter_slots"])
         return Recording(
             started_ns=int(cfg.started_ns),  # type: ignore[attr-defined]
             hook=KFREE_SKB_VARIANTS[int(cfg.hook)][0],  # type: ignore[attr-defined]
             slots=slots,
             events=raw,
-            counters=read_counters(maps["counters"], maps["counter_slots"]),
-            stats=read_stats(maps["stats"], maps["counters"], maps["counter_slots"]),
+            counters=counters,
+            stats=stats,
             netns_filter=bool(cfg.filter_netns),  # type: ignore[attr-defined]
             cause_rate=int(cfg.cause_limit),  # type: ignore[attr-defined]
             capture_len=int(cfg.capture_len),  # type: ignore[attr-defined]

@@ -167,9 +167,8 @@ def _trace(
             tracer.poll(0, on_sample, 1 << 30)
         done = explainer.finish(FINISH_GRACE_S)
         reader_cpu = time.thread_time()
-        traced = tracer.counters()
+        traced, stats = tracer.totals()
         totals = pipeline.totals(traced)
-        stats = tracer.stats()
         reconciled = watch.reconciled(traced) if watch is not None else None
     summary = Summary(
         seconds=time.monotonic() - started,

@@ -153,7 +153,7 @@ def serve(
                 source.update()  # the counters first: a drop is counted before it is freed
                 return source.moves(tracer.counters())
 
-        metrics.attach(KernelView(tracer.counters, tracer.stats, kernel_counters))
+        metrics.attach(KernelView(tracer.totals, kernel_counters))
 
     if events is not None:
         events.start()

@@ -35,8 +35,8 @@ _LABEL_NAMES = ("node", "reason", "category", "iface", "namespace", "pod")
 class KernelView:
     """What the collector reads from the live tracer at scrape time."""
 
-    counters: Callable[[], dict[CounterKey, int]]
-    stats: Callable[[], Stats]
+    # The per-key counts and the totals, from one read of the counters.
+    totals: Callable[[], tuple[dict[CounterKey, int], Stats]]
     # The kernel's own drop counters read now, reconciled with the traced drops.
     kernel_counters: Callable[[], list[CounterMove]] | None = None
 
@@ -113,8 +113,7 @@ class DropMetrics(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         with self._lock:
             kernel = self._kernel
-            counts = kernel.counters() if kernel else {}
-            stats = kernel.stats() if kernel else None
+            counts, stats = kernel.totals() if kernel else ({}, None)
             totals: Counter[KeyLabels] = Counter({labels: 0 for labels in self._series})
             now = self._clock()
             for key, n in counts.items():
