@@ -137,6 +137,15 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	}
 }
 
+/* A fresh event and packet reference, and the headers read into them. */
+static __always_inline void read_packet(struct sk_buff *skb, struct drop_event *e,
+					struct dt_bytes *b, const bool btf)
+{
+	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memset(b, 0, sizeof(*b));
+	read_headers(skb, e, b, btf);
+}
+
 /* How many bytes from the network header are in the skb's linear data (the rest is in
  * pages, which are not read): the linear length counts from skb->data, which is before the
  * network header at L2 and past it once the IP layer has pulled its header. */
@@ -308,9 +317,7 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	bool headers = false;
 
 	if (cfg->filter_ip) {
-		__builtin_memset(&ev, 0, sizeof(ev));
-		__builtin_memset(&bytes, 0, sizeof(bytes));
-		read_headers(skb, &ev, &bytes, btf);
+		read_packet(skb, &ev, &bytes, btf);
 		if (!(ev.family && (ip_matches(cfg, ev.saddr, ev.family) ||
 				    ip_matches(cfg, ev.daddr, ev.family))))
 			return 0;
@@ -321,16 +328,12 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 		return 0;
 	/* Streaming only, into a full ring: lost, before the event is built. */
 	if (!cfg->record_slots && !cfg->stream_off &&
-	    !ring_has_room(cfg->capture_len ? sizeof(struct drop_record) :
-					      sizeof(struct drop_event))) {
+	    !ring_has_room(cfg)) {
 		stat_add(DT_STAT_LOST);
 		return 0;
 	}
-	if (!headers) {
-		__builtin_memset(&ev, 0, sizeof(ev));
-		__builtin_memset(&bytes, 0, sizeof(bytes));
-		read_headers(skb, &ev, &bytes, btf);
-	}
+	if (!headers)
+		read_packet(skb, &ev, &bytes, btf);
 	ev.location = location;
 	ev.reason = reason;
 	ev.netns = netns;

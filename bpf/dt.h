@@ -177,11 +177,13 @@ static __always_inline void record(struct drop_event *e, const struct dt_bytes *
 		s->pkt.caplen = 0; /* the slot may hold an older drop's bytes */
 }
 
-/* Room for one more record of `size` bytes? Checked before any per-flow or ring-buffer work,
+/* Room for one more streamed record? Checked before any per-flow or ring-buffer work,
  * so a storm the reader cannot keep up with costs two lock-free reads per drop, not a failed
  * reserve. */
-static __always_inline int ring_has_room(__u64 size)
+static __always_inline int ring_has_room(const struct dt_config *cfg)
 {
+	/* A streamed record: the event, with its packet bytes when capture is on. */
+	__u64 size = cfg->capture_len ? sizeof(struct drop_record) : sizeof(struct drop_event);
 	__u64 ring = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
@@ -266,7 +268,7 @@ static __always_inline void emit(struct dt_config *cfg, struct drop_event *ev,
 	}
 	if (cfg->stream_off)
 		return;
-	if (!ring_has_room(capture_len ? sizeof(*rec) : sizeof(*out))) {
+	if (!ring_has_room(cfg)) {
 		stat_add(DT_STAT_LOST);
 		return;
 	}
