@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import kcost, topology
-from bench.tracers import DROPTRACE, PEERS, Outcome, Tracer, cleanup_leftovers
+from bench.tracers import DROPTRACE, PEERS, REFERENCES, Outcome, Tracer, cleanup_leftovers
 
 SHAPES = ("one", "many")
-PREFIX = "dtbench-"
+# bench-results.json's headline ratios (the worse shape), of the configurations that ran.
+HEADLINE = ("live", "filtered", "record", "empty_program")
+PEER_NAMES = {k.name for k in (*PEERS, *REFERENCES)}
+PREFIX = f"dtbench{os.getpid()}-"  # two benches at once never share a namespace
 
 
 @dataclass
@@ -170,14 +173,29 @@ def main() -> int:
     p.add_argument("--packets", type=int, default=5_000_000, help="storm size (upper bound)")
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--no-peers", action="store_true", help="skip the bpftrace peers")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated configurations besides the baseline (default: all)",
+    )
     p.add_argument("--out", default="bench-results.json")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("make bench: run as root (BPF and network namespaces)", file=sys.stderr)
         return 1
-    kinds: list[type[Tracer]] = [Tracer, *DROPTRACE]
+    kinds: list[type[Tracer]] = [Tracer, *DROPTRACE, *REFERENCES]
     if not args.no_peers:
         kinds += PEERS
+    if args.only:
+        wanted = set(args.only.split(","))
+        known = {k.name for k in kinds}
+        if wanted - known:
+            print(
+                f"make bench: no configuration {sorted(wanted - known)}; known: {sorted(known)}",
+                file=sys.stderr,
+            )
+            return 2
+        kinds = [k for k in kinds if k is Tracer or k.name in wanted]
     shapes = args.shapes.split(",")
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -202,7 +220,8 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-        kernel = kernel_cost(topo, shapes, args.packets, args.seconds)
+        ran = {k.name for k in kinds}
+        kernel = kernel_cost(topo, shapes, args.packets, args.seconds) if "live" in ran else {}
     finally:
         cleanup_leftovers()
         topology.teardown(topo)
@@ -226,9 +245,11 @@ def main() -> int:
         f"\nin-kernel ns per drop of droptrace's kfree_skb program (BPF stats, median of"
         f" {KERNEL_ROUNDS} storms; includes ~30 ns of the stats' own clock reads): {in_kernel}"
     )
+    ratios = "  ".join(
+        f"{n}_ratio {results[f'{n}_ratio']:.2f}" for n in HEADLINE if f"{n}_ratio" in results
+    )
     print(
-        f"\nlive_ratio {results['live_ratio']:.2f}  filtered_ratio {results['filtered_ratio']:.2f}"
-        f"  record_ratio {results['record_ratio']:.2f}  totals_exact {results['totals_exact']}"
+        f"\n{ratios}  totals_exact {results['totals_exact']}"
         f"  events emitted {results['events_emitted']:,} lost {results['events_lost']:,}"
         f"\nload average before {results['loadavg_before']} after {results['loadavg_after']};"
         f" {results['seconds']:.0f} s; written to {args.out}"
@@ -246,19 +267,22 @@ def assemble(
     for shape, by_config in samples.items():
         baseline = statistics.median(by_config["baseline"].pps)
         configs = summarise(by_config)
+        headline = [n for n in HEADLINE if n.replace("_", "-") in configs]
+        streams = [n for n in ("live", "filtered") if n in configs]
+        live = configs.get("live", {})
         shapes[shape] = {
             "baseline_pps": baseline,
             "configs": configs,
-            **{f"{n}_pps": configs[n]["median"] for n in ("live", "filtered", "record")},
-            **{f"{n}_ratio": configs[n]["ratio"] for n in ("live", "filtered", "record")},
-            "events_emitted": configs["live"]["events_emitted"],
-            "events_lost": configs["live"]["events_lost"],
-            "events_suppressed": configs["live"]["events_suppressed"],
-            "totals_exact": configs["live"]["totals_exact"] and configs["filtered"]["totals_exact"],
+            **{f"{n}_pps": configs[n.replace("_", "-")]["median"] for n in headline},
+            **{f"{n}_ratio": configs[n.replace("_", "-")]["ratio"] for n in headline},
+            "events_emitted": live.get("events_emitted", 0),
+            "events_lost": live.get("events_lost", 0),
+            "events_suppressed": live.get("events_suppressed", 0),
+            "totals_exact": all(configs[n]["totals_exact"] for n in streams),
             "peers": {
                 n: {"pps": e["median"], "ratio": e["ratio"]}
                 for n, e in configs.items()
-                if n.startswith("bpftrace")
+                if n in PEER_NAMES
             },
             "tracer": {
                 n: {
@@ -268,7 +292,7 @@ def assemble(
                     "startup_seconds": e.get("startup_seconds_median"),
                 }
                 for n, e in configs.items()
-                if "cpu_seconds_median" in e
+                if "cpu_seconds_median" in e and n not in PEER_NAMES
             },
         }
 
@@ -276,10 +300,11 @@ def assemble(
         return min(float(s[key]) for s in shapes.values())
 
     first = next(iter(shapes.values()))
+    headline = [n for n in HEADLINE if f"{n}_ratio" in first]
     return {
         "baseline_pps": worst("baseline_pps"),
-        **{f"{n}_pps": worst(f"{n}_pps") for n in ("live", "filtered", "record")},
-        **{f"{n}_ratio": worst(f"{n}_ratio") for n in ("live", "filtered", "record")},
+        **{f"{n}_pps": worst(f"{n}_pps") for n in headline},
+        **{f"{n}_ratio": worst(f"{n}_ratio") for n in headline},
         "events_emitted": sum(s["events_emitted"] for s in shapes.values()),
         "events_lost": sum(s["events_lost"] for s in shapes.values()),
         "events_suppressed": sum(s["events_suppressed"] for s in shapes.values()),

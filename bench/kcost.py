@@ -39,7 +39,7 @@ def configs(topo: topology.Topology) -> dict[str, list[str]]:
     """Name -> droptrace arguments. "filtered-*" match none of the storm, the rest all."""
     return {
         "filtered-netns": ["--netns", topo.bystander],
-        "filtered-ip": ["--ip", "198.18.3.1/32"],  # as --pod: an address the storm never has
+        "filtered-ip": ["--ip", "198.19.250.1/32"],  # as --pod: an address the storm never has
         "matched-netns": ["--netns", topo.router],
         "live": [],
     }
@@ -130,7 +130,7 @@ def main() -> int:
     p.add_argument("--packets", type=int, default=2_000_000, help="storm size (upper bound)")
     p.add_argument("--shapes", default="one,many")
     p.add_argument("--only", default="", help="comma-separated configuration names")
-    p.add_argument("--prefix", default="dtkcost-", help="namespace name prefix")
+    p.add_argument("--prefix", default=f"dtkcost{os.getpid()}-", help="namespace name prefix")
     p.add_argument("--beside", metavar="DIR", help="another checkout's droptrace, side by side")
     args = p.parse_args()
     if os.geteuid() != 0:

@@ -1,8 +1,9 @@
 """The bench topology: sender -> router (nft DROP on forward, counted) -> receiver.
 
-All addresses are in the benchmarking range 198.18.0.0/15; no namespace has a link to the
-host or a route out. Teardown deletes the namespaces, which takes their links, routes and
-nft tables with them.
+All addresses are in 198.19.248.0/22, a block of the benchmarking range 198.18.0.0/15 that
+no test or lab scenario uses: a test filtering on its own addresses never sees the storm of
+a bench running beside it. No namespace has a link to the host or a route out. Teardown
+deletes the namespaces, which takes their links, routes and nft tables with them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-SENDER_ADDR = IPv4Address("198.18.0.1")
-ROUTER_IN = IPv4Address("198.18.0.254")
-ROUTER_OUT = IPv4Address("198.18.1.254")
-RECEIVER_ADDR = IPv4Address("198.18.1.1")
-STORM_NET = IPv4Network("198.18.1.0/25")  # destinations of the storm (behind the router)
+SENDER_ADDR = IPv4Address("198.19.248.1")
+ROUTER_IN = IPv4Address("198.19.248.254")
+ROUTER_OUT = IPv4Address("198.19.249.254")
+RECEIVER_ADDR = IPv4Address("198.19.249.1")
+STORM_NET = IPv4Network("198.19.249.0/25")  # destinations of the storm (behind the router)
 STORM_PORT = 9
 NFT_TABLE = "dtbench"
 

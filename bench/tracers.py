@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import floor
 from bench.topology import Topology
 
 READY_TIMEOUT = 60.0
@@ -198,7 +199,23 @@ class BpftracePrint(BpftraceCount):
     )
 
 
+class EmptyProgram(_Process):
+    """An empty program on droptrace's tracepoint (bench/floor.py): the hook's own cost, the
+    floor under `filtered`."""
+
+    name = "empty-program"
+    ready = "ready"
+
+    def start(self, topo: Topology) -> None:
+        self._object = floor.build(self._dir)
+        super().start(topo)
+
+    def command(self, topo: Topology) -> list[str]:
+        return [sys.executable, "-m", "bench.floor", str(self._object)]
+
+
 DROPTRACE = (Live, Filtered, Record)
+REFERENCES = (EmptyProgram,)
 PEERS = (BpftraceCount, BpftracePrint)
 
 
