@@ -243,7 +243,7 @@ def main() -> int:
     )
     print(
         f"\nin-kernel ns per drop of droptrace's kfree_skb program (BPF stats, median of"
-        f" {KERNEL_ROUNDS} storms; includes ~30 ns of the stats' own clock reads): {in_kernel}"
+        f" {KERNEL_ROUNDS} storms; includes the stats' own clock reads): {in_kernel}"
     )
     ratios = "  ".join(
         f"{n}_ratio {results[f'{n}_ratio']:.2f}" for n in HEADLINE if f"{n}_ratio" in results
