@@ -189,7 +189,10 @@ def test_recorder_keeps_drops_nobody_watched_and_stop_leaves_nothing(
         drops = [d for d in doc["drops"] if d["dport"] == 5354]
         hooks = re.search(r"recording with (.*), \d+ drops kept", started.stderr)
         check("recorder", "netfilter", drops, started.stderr, hooks[1] if hooks else "")
-        assert len(drops) == 3 and doc["totals"]["matched"] == 3, doc["totals"]
+        assert len(drops) == 3, doc["drops"]
+        # Exact: every drop it counted in the namespace is kept (the namespace's own stray
+        # drops too, e.g. a QUEUE_PURGE when a socket closes: they are not the test's).
+        assert doc["totals"]["matched"] == len(doc["drops"]), (doc["totals"], doc["drops"])
         pcap = tmp_path / "rec.pcapng"
         dumped = cli("dump", "--pcap", str(pcap))
         assert dumped.rc == 0 and "wrote 3 packets" in dumped.stderr, dumped.stderr
