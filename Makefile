@@ -17,7 +17,7 @@ BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_OBJ := $(OBJDIR)/drop.bpf.o
 vpath %.bpf.c $(sort $(dir $(BPF_UNITS)))
 
-.PHONY: all install demo test test-kernels lint bpf wheel bench image clean
+.PHONY: all install demo test test-kernels lint bpf cri wheel bench image clean
 
 all: install
 
@@ -82,5 +82,18 @@ $(OBJDIR)/build-id: $(BPF_OBJ)
 	  echo "objects $(notdir $(BPF_OBJ))"; \
 	  echo "compiler $$($(CLANG) --version | head -1)"; } > $@.tmp && mv $@.tmp $@
 
+# The CRI client's messages and stub from tracer/enrich/cri.proto, as tracer._cri.cri_pb2 and
+# cri_pb2_grpc under PYOUT (grpcio-tools' protoc; the virtual proto path makes the stub import
+# the messages by that package name). Built here, not compiled from the .proto at run time:
+# that imported the compiler too, ~16 MB more resident and ~0.12 s more CPU on a CRI node.
+PYOUT ?= .
+CRI_OUT := $(PYOUT)/tracer/_cri
+cri: $(CRI_OUT)/cri_pb2_grpc.py
+
+$(CRI_OUT)/cri_pb2_grpc.py: tracer/enrich/cri.proto
+	@mkdir -p $(@D)
+	$(PY) -m grpc_tools.protoc --proto_path=tracer/_cri=tracer/enrich --python_out=$(PYOUT) \
+	  --grpc_python_out=$(PYOUT) tracer/_cri/cri.proto
+
 clean:
-	rm -rf $(BUILD) $(OBJDIR) dist
+	rm -rf $(BUILD) $(OBJDIR) tracer/_cri dist

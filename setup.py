@@ -1,15 +1,18 @@
 """setuptools hooks for a wheel that runs without a compiler (pyproject.toml has the rest).
 
-`python -m build` and `pip wheel .` compile bpf/*.bpf.c with the Makefile's `bpf` target
-straight into the wheel's tree: clang, bpftool, make and the build host's kernel BTF are
-needed where the wheel is built, never where it runs. An editable install (`make install`)
-builds nothing here: `make bpf` writes the object into the checkout itself.
+`python -m build` and `pip wheel .` compile bpf/*.bpf.c with the Makefile's `bpf` target, and
+generate the CRI client's modules with its `cri` target, straight into the wheel's tree:
+clang, bpftool, make and the build host's kernel BTF are needed where the wheel is built,
+never where it runs. An editable install (`make install`) builds nothing here: `make bpf`
+and `make cri` write into the checkout itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,11 +39,21 @@ class BuildWithBpf(build_py):
                 f"building droptrace compiles its BPF object: {why} "
                 "(apt-get install make clang llvm bpftool; a kernel with BTF)"
             )
-        out = Path(self.build_lib).resolve() / "tracer" / "_bpf"
+        lib = Path(self.build_lib).resolve()
+        out = lib / "tracer" / "_bpf"
         # -B: compiled here and now, never an object an earlier build left in the checkout.
         with tempfile.TemporaryDirectory(prefix="droptrace-bpf-") as scratch:
             subprocess.run(
                 ["make", "-s", "-B", "bpf", f"OBJDIR={out}", f"BUILD={scratch}"],
+                cwd=HERE,
+                check=True,
+            )
+        # The CRI client's modules (tracer._cri), with the grpcio-tools of this build
+        # (pyproject's build requirements); without them the client compiles cri.proto when
+        # it first talks to a runtime.
+        if importlib.util.find_spec("grpc_tools") is not None:
+            subprocess.run(
+                ["make", "-s", "-B", "cri", f"PYOUT={lib}", f"PY={sys.executable}"],
                 cwd=HERE,
                 check=True,
             )

@@ -38,6 +38,8 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   cp pyproject.toml "$stamp"
 fi
 
+make -s cri  # the CRI client's generated modules, before their bytecode
+
 # Bytecode beside the sources, as a wheel's install writes it, also where
 # PYTHONDONTWRITEBYTECODE is set: else every run compiles the modules it imports again
 # (~0.1 s of CPU at start-up, and more on the first drop, in the middle of a storm).

@@ -103,6 +103,14 @@ def test_wheel_carries_the_object_built_from_the_sdist(installed: Installed) -> 
     names = zipfile.ZipFile(installed.wheel).namelist()
     for shipped in ("tracer/_bpf/drop.bpf.o", "tracer/_bpf/events.h", "tracer/_bpf/build-id"):
         assert shipped in names
+    # The CRI client's modules, generated at build: a node never compiles cri.proto.
+    assert {"tracer/_cri/cri_pb2.py", "tracer/_cri/cri_pb2_grpc.py"} <= set(names)
+    loaded = _run(
+        installed.venv / "bin/python", "-c",
+        "from tracer.enrich import pods_cri; print(pods_cri.api().pb.__name__)",
+        cwd=installed.home,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "tracer._cri.cri_pb2", loaded.stdout
     # For this machine's architecture: the object is, though no Python extension is.
     arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
     assert installed.wheel.name.endswith(f"-py3-none-linux_{arch}.whl"), installed.wheel.name
@@ -111,7 +119,7 @@ def test_wheel_carries_the_object_built_from_the_sdist(installed: Installed) -> 
         members = sdist.getnames()
     assert any(m.endswith("/bpf/drop.bpf.c") for m in members)
     assert any(m.endswith("/Makefile") for m in members)
-    assert not any(m.endswith(".bpf.o") for m in members)
+    assert not any(m.endswith(".bpf.o") or "/tracer/_cri/" in m for m in members)
 
 
 def test_installed_wheel_traces_a_udp_drop_with_no_compiler_or_checkout(

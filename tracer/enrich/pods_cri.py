@@ -7,12 +7,14 @@ happen. Needs no API server, and, unlike the node-local facts, no kubelet direct
 no process of the pod visible in /proc: only the runtime's socket.
 
 The gRPC client is grpcio; the messages come from cri.proto (the fields droptrace reads),
-compiled when first needed, so a host without a CRI socket never imports gRPC.
+generated at build time (`make cri`: tracer._cri), loaded when first needed, so a host
+without a CRI socket never imports gRPC.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -60,12 +62,18 @@ def api() -> _Api:
     if _api is None:
         import grpc
 
-        # protos_and_services() finds a .proto relative to a sys.path entry: the directory
-        # holding the `tracer` package, which an editable install need not put there.
-        root = str(Path(__file__).resolve().parents[2])
-        if root not in sys.path:
-            sys.path.append(root)
-        pb, services = grpc.protos_and_services("tracer/enrich/cri.proto")
+        try:  # generated at build (`make cri`, and into every wheel)
+            pb = importlib.import_module("tracer._cri.cri_pb2")
+            services = importlib.import_module("tracer._cri.cri_pb2_grpc")
+        except Exception:  # not built, or built for another grpc/protobuf (the modules
+            # refuse to load then): compile the .proto now (grpcio-tools).
+            # protos_and_services() finds a .proto relative to a sys.path entry: the
+            # directory holding the `tracer` package, which an editable install need not
+            # put there.
+            root = str(Path(__file__).resolve().parents[2])
+            if root not in sys.path:
+                sys.path.append(root)
+            pb, services = grpc.protos_and_services("tracer/enrich/cri.proto")
         _api = _Api(grpc, pb, services)
     return _api
 
