@@ -146,6 +146,79 @@ static __always_inline void read_packet(struct sk_buff *skb, struct drop_event *
 	read_headers(skb, e, b, btf);
 }
 
+/* Conntrack's types, as much of them as is read here: nf_conntrack may be a module (its
+ * types then in its own BTF, found by CO-RE) or absent, and the build host's vmlinux.h need
+ * not have them. The ___dt suffix makes them CO-RE's view of the kernel's own. */
+struct sk_buff___dt {
+	unsigned long _nfct;
+} __attribute__((preserve_access_index));
+
+union nf_inet_addr___dt {
+	__u32 all[4];
+};
+
+struct nf_conntrack_tuple___dt {
+	struct {
+		union nf_inet_addr___dt u3;
+		union {
+			__be16 all;
+		} u;
+	} dst;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_tuple_hash___dt {
+	struct nf_conntrack_tuple___dt tuple;
+} __attribute__((preserve_access_index));
+
+struct nf_conn___dt {
+	struct nf_conntrack_tuple_hash___dt tuplehash[2];
+} __attribute__((preserve_access_index));
+
+#define DT_NFCT_INFOMASK 7UL /* skb->_nfct: the entry's pointer, ctinfo in the low 3 bits */
+#define DT_IP_CT_ESTABLISHED 0 /* enum ip_conntrack_info, original direction */
+#define DT_IP_CT_NEW 2
+
+/* Where the packet was sent before a DNAT rewrote its destination: the original direction
+ * of the conntrack entry it still carries. A first packet dropped after a service's DNAT
+ * (a policy in FORWARD) has an entry that was never confirmed, gone with the skb: no
+ * conntrack request from user space can find it afterwards. Only for a drop that is
+ * streamed or recorded; on a kernel without conntrack's BTF (5.10's modules) a dead branch. */
+static __always_inline void read_dnat_origin(struct sk_buff *skb, struct drop_event *e)
+{
+	struct sk_buff___dt *s = (void *)skb;
+	struct nf_conn___dt *ct;
+	__u8 dst[DT_ADDR_LEN] = {};
+	__be16 port = 0;
+	unsigned long nfct;
+	__u32 n;
+
+	if (!bpf_core_type_exists(struct nf_conn___dt) || !bpf_core_field_exists(s->_nfct))
+		return;
+	if (e->family != AF_INET && e->family != AF_INET6)
+		return;
+	nfct = BPF_CORE_READ(s, _nfct);
+	/* Only a packet of the original direction: a reply's or an ICMP error's entry has
+	 * another packet's destination there. */
+	if ((nfct & DT_NFCT_INFOMASK) != DT_IP_CT_NEW &&
+	    (nfct & DT_NFCT_INFOMASK) != DT_IP_CT_ESTABLISHED)
+		return;
+	ct = (void *)(nfct & ~DT_NFCT_INFOMASK);
+	if (!ct || bpf_core_read(dst, sizeof(dst), &ct->tuplehash[0].tuple.dst.u3))
+		return;
+	if (e->l4proto == IPPROTO_TCP || e->l4proto == IPPROTO_UDP || e->l4proto == IPPROTO_SCTP)
+		bpf_core_read(&port, sizeof(port), &ct->tuplehash[0].tuple.dst.u.all);
+	n = e->family == AF_INET ? 4 : DT_ADDR_LEN;
+	for (__u32 i = 0; i < DT_ADDR_LEN; i++)
+		if (i < n && dst[i] != e->daddr[i])
+			e->orig_set = 1;
+	if (port && bpf_ntohs(port) != e->dport)
+		e->orig_set = 1;
+	if (!e->orig_set)
+		return;
+	__builtin_memcpy(e->orig_daddr, dst, DT_ADDR_LEN);
+	e->orig_dport = bpf_ntohs(port);
+}
+
 /* How many bytes from the network header are in the skb's linear data (the rest is in
  * pages, which are not read): the linear length counts from skb->data, which is before the
  * network header at L2 and past it once the IP layer has pulled its header. */
@@ -334,6 +407,7 @@ static __always_inline int matched(struct dt_config *cfg, struct sk_buff *skb, _
 	}
 	if (!headers)
 		read_packet(skb, &ev, &bytes, btf);
+	read_dnat_origin(skb, &ev);
 	ev.location = location;
 	ev.reason = reason;
 	ev.netns = netns;

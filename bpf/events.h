@@ -66,7 +66,13 @@ struct drop_event {
 	__u8 saddr[DT_ADDR_LEN];
 	__u8 daddr[DT_ADDR_LEN];
 	__u32 suppressed; /* identical drops of this flow held back on this CPU since its last event */
-	__u32 pad2;
+	/* Where the packet was sent before a DNAT in this namespace rewrote its destination
+	 * (the original direction of the conntrack entry it carries), if it was: a service's
+	 * address, for a first packet whose entry dies with it. orig_set 0: no DNAT seen. */
+	__u16 orig_dport;
+	__u8 orig_set;
+	__u8 pad2;
+	__u8 orig_daddr[DT_ADDR_LEN];
 };
 
 /* Per-CPU counter slots: a cause's slot is the one its counter key hashes to (DT_SLOTS, a

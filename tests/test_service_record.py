@@ -58,6 +58,35 @@ def test_a_forwarded_drop_after_dnat_names_the_service_it_was_sent_to(netns: Mak
     assert (ev["category"], ev["dst"], ev["svc"]) == ("netfilter", "198.51.100.2", "shop/dns"), ev
 
 
+def test_a_first_packet_dropped_after_dnat_names_the_service_from_its_own_entry(
+    netns: MakeNetns,
+) -> None:
+    """No flow passed before: each datagram's conntrack entry is new, never confirmed, and
+    freed with it, so only the entry the dropped skb still carries knows the service. A
+    datagram sent to the backend itself names no service."""
+    client, router, _ = routed_udp_topology(netns)
+    sh("iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.19.0.10/32", "-p", "udp",
+       "--dport", "53", "-m", "comment", "--comment", "shop/dns:dns cluster IP",
+       "-j", "DNAT", "--to-destination", "198.51.100.2:5353", ns=router)  # fmt: skip
+    sh("iptables", "-A", "FORWARD", "-d", "198.51.100.2", "-p", "udp", "--dport", "5353",
+       "-j", "DROP", ns=router)  # fmt: skip
+    with Droptrace("--json", "--netns", router, "--duration", "4", env=NO_API) as dt:
+        send_from_port(client, 2)
+        send_udp(client, "198.51.100.2", 5353, n=1)  # straight to the backend: no DNAT
+        res = dt.wait()
+    drops = [e for e in res.events if e["dport"] == 5353]
+    via_service = [e for e in drops if e["sport"] == 40053]
+    direct = [e for e in drops if e["sport"] != 40053]
+    assert len(via_service) == 2 and len(direct) == 1, drops
+    for ev in via_service:
+        assert (ev["category"], ev["dst"], ev["svc"]) == ("netfilter", "198.51.100.2", "shop/dns")
+        assert ev["evidence"]["dnat_from"] == "198.19.0.10:53", ev
+        assert ev["explanation"].endswith(
+            "; sent to 198.19.0.10:53 (service shop/dns), DNAT'd to 198.51.100.2:5353"
+        ), ev["explanation"]
+    assert direct[0]["svc"] is None and "dnat_from" not in direct[0]["evidence"], direct
+
+
 @pytest.fixture
 def stopped_after() -> Iterator[None]:
     yield

@@ -85,6 +85,8 @@ def decode(raw: bytes) -> Drop:
         cause=e.cause,
         nf_hook=e.nf_hook,
         nf_pf=e.nf_pf,
+        orig_dst=_addr(bytes(e.orig_daddr), e.family) if e.orig_set else None,
+        orig_dport=(e.orig_dport or None) if e.orig_set and ported else None,
         packet=_packet(raw) if e.family else b"",
     )
 

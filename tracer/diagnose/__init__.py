@@ -9,6 +9,8 @@ here and its line in CAUSES.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tracer.diagnose import (
     bridge_netfilter,
     checksum,
@@ -30,7 +32,9 @@ from tracer.diagnose import (
 )
 from tracer.diagnose.base import Cause, Read, Site, at
 from tracer.model import Category, Diagnosis, Drop, Facts
+from tracer.model.evidence import DnatOrigin
 from tracer.model.findings import Finding, NamespaceFacts
+from tracer.model.net import endpoint
 
 # In the order their evidence decides: forwarding before routing (a router with forwarding
 # off also has no route for the packet), conntrack INVALID before any other rule, a link
@@ -80,10 +84,24 @@ def evidence_reads(site: Site) -> list[Read]:
 
 def diagnose(drop: Drop, facts: Facts) -> Diagnosis:
     """Category, explanation and fix for one drop."""
-    d = _decide(drop, facts)
+    d = _sent_to(drop, facts, _decide(drop, facts))
     if _is_benign(drop, facts, d.category):
         return Diagnosis(d.category, d.explanation, d.fix, benign=True)
     return d
+
+
+def _sent_to(drop: Drop, facts: Facts, d: Diagnosis) -> Diagnosis:
+    """A drop after a DNAT says where the packet was sent: the address (and service) its
+    sender knows, which the dropped packet no longer carries."""
+    origin = next((e for e in facts.evidence if isinstance(e, DnatOrigin)), None)
+    if origin is None:
+        return d
+    if drop.dst is None:
+        return d
+    sent = endpoint(origin.sent_to, origin.port)
+    svc = f" (service {facts.svc})" if facts.svc else ""
+    now = endpoint(drop.dst, drop.dport)
+    return replace(d, explanation=f"{d.explanation}; sent to {sent}{svc}, DNAT'd to {now}")
 
 
 def category_of(reason: str) -> Category:

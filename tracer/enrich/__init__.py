@@ -14,7 +14,7 @@ from tracer.enrich.pods import PodIdentity
 from tracer.enrich.podtypes import Pod
 from tracer.enrich.rules import RuleFinder
 from tracer.model import Drop, Facts, IPAddress, PodRef, Rule
-from tracer.model.evidence import Dnat, Evidence, IfaceFromRoute, PodInterfaces
+from tracer.model.evidence import Dnat, DnatOrigin, Evidence, IfaceFromRoute, PodInterfaces
 from tracer.system.conntrack import ConntrackLookups
 from tracer.system.counters import Deltas
 from tracer.system.ifaces import IfaceNames
@@ -73,6 +73,8 @@ class Enricher:
             evidence += self._evidence.gather(site)
         if seen is not None:
             evidence.append(seen)
+        if drop.orig_dst is not None:
+            evidence.append(DnatOrigin(drop.orig_dst, drop.orig_dport))
         rule: Rule | None = None
         if reason == "NETFILTER_DROP" and ref is not None:
             found = self._rules.find(drop, ref)
@@ -102,9 +104,11 @@ class Enricher:
 
     def _service(self, drop: Drop, evidence: list[Evidence], ref: NetnsRef | None) -> str | None:
         """The service a packet was sent to: its destination, or (once DNAT'd to a backend)
-        the original destination conntrack remembers: of the connection this reply belongs
-        to (Dnat), or of a packet the node DNAT'd and then dropped on its way on."""
+        the original destination conntrack remembers: the one the packet's own entry had when
+        it was dropped (DnatOrigin), of the connection this reply belongs to (Dnat), or, asked
+        afterwards, of a packet the node DNAT'd and then dropped on its way on."""
         addrs = [drop.dst] if drop.dst else []
+        addrs += [e.sent_to for e in evidence if isinstance(e, DnatOrigin)]
         addrs += [e.service for e in evidence if isinstance(e, Dnat)]
         for addr in addrs:
             svc = self.pods.service(addr)

@@ -73,6 +73,10 @@ class Drop:
     cause: int = 0  # DT_HOOK_RPFILTER/NETFILTER: that hook saw the drop decided (events.h)
     nf_hook: int = 0  # with cause NETFILTER: NF_INET_* hook
     nf_pf: int = 0  # with cause NETFILTER: NFPROTO_* family
+    # Where it was sent before a DNAT in its namespace rewrote the destination (its conntrack
+    # entry's original direction); None where no DNAT was seen.
+    orig_dst: IPAddress | None = None
+    orig_dport: int | None = None
     # The packet's first bytes from its IP header, when captured (--pcap, the recorder):
     # at most DT_CAPTURE_LEN, only what was linear in the skb; empty when not captured.
     packet: bytes = b""

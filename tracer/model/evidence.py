@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from tracer.model.net import IPAddress
+from tracer.model.net import IPAddress, endpoint
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
@@ -145,6 +145,19 @@ class Dnat(Evidence):
             },
             "bridge_nf_call_iptables": self.bridge_nf_call_iptables,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class DnatOrigin(Evidence):
+    """Where a packet was sent before its namespace DNAT'd it: the original direction of the
+    conntrack entry it carried when it was dropped (read by the BPF program, so also for a
+    first packet, whose unconfirmed entry is gone with it)."""
+
+    sent_to: IPAddress
+    port: int | None
+
+    def json(self) -> dict[str, Json]:
+        return {"dnat_from": endpoint(self.sent_to, self.port)}
 
 
 @dataclass(frozen=True, slots=True)
