@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import lab_prefix, run_cli
+from tests.helpers import k8s_ns, lab_prefix, run_cli
 from tracer.lab.runner import lab_namespaces
 from tracer.lab.scenarios import SCENARIOS, Scenario
 
@@ -38,7 +38,7 @@ def _contract(event: dict[str, Any], prefix: str) -> dict[str, Any]:
         if not v:
             return v
         # The run's own names and a client's ephemeral port differ from run to run.
-        v = v.replace(prefix, "PREFIX-")
+        v = v.replace(prefix, "PREFIX-").replace(f"{k8s_ns(prefix)}/", "PREFIX/")
         return re.sub(r":(\d{5})\b", lambda m: ":EPHEMERAL" if int(m[1]) >= 32768 else m[0], v)
 
     return {

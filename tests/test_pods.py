@@ -25,7 +25,8 @@ NO_API = {"KUBECONFIG": "/nonexistent/kubeconfig"}
 ENDS = [
     ("rp-filter-masquerade", None, "pod", "rp_filter", None),
     ("bridge-nf-hairpin", "backend", "client", "bridge_netfilter", "backend"),
-    ("ip-forward-off", "pod-a", "pod-b", "forwarding_disabled", None),
+    # Sent to the service's ClusterIP, DNAT'd to pod-b, then dropped: the entry it carried.
+    ("ip-forward-off", "pod-a", "pod-b", "forwarding_disabled", "web"),
 ]
 
 
