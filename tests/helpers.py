@@ -292,14 +292,21 @@ def _prog_ids_pinned_elsewhere() -> set[int]:
 def _prog_ids_held_by_processes() -> set[int]:
     """Program ids referenced by any process's program or link fds (their fdinfo)."""
     held: set[int] = set()
-    for info in Path("/proc").glob("[0-9]*/fdinfo/*"):
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        # Not Path.glob("[0-9]*/fdinfo/*"): it raises when a process ends between listing
+        # /proc and reading its fdinfo directory.
         try:
-            text = info.read_text()
+            infos = list(Path(f"/proc/{pid}/fdinfo").iterdir())
         except OSError:
-            continue  # the process or fd went away meanwhile
-        for line in text.splitlines():
-            if line.startswith("prog_id:"):
-                held.add(int(line.split()[1]))
+            continue  # the process went away meanwhile
+        for info in infos:
+            try:
+                text = info.read_text()
+            except OSError:
+                continue  # the process or fd went away meanwhile
+            for line in text.splitlines():
+                if line.startswith("prog_id:"):
+                    held.add(int(line.split()[1]))
     return held
 
 
