@@ -31,22 +31,10 @@ class _ProgInfo(ctypes.Structure):
     )
 
 
-def _lib() -> ctypes.CDLL:
-    lb = libbpf.lib()
-    u32p = ctypes.POINTER(ctypes.c_uint32)
-    lb.bpf_prog_query.restype = ctypes.c_int
-    lb.bpf_prog_query.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, u32p, u32p, u32p]
-    lb.bpf_prog_get_fd_by_id.restype = ctypes.c_int
-    lb.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
-    lb.bpf_obj_get_info_by_fd.restype = ctypes.c_int
-    lb.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, u32p]
-    return lb
-
-
 def tcx_programs(ifindex: int, direction: str) -> list[int]:
     """Ids of the programs tcx runs on ifindex (of the calling thread's namespace), in order;
     [] where the kernel has no tcx or droptrace may not ask."""
-    lb = _lib()
+    lb = libbpf.lib()
     ids = (ctypes.c_uint32 * 64)()
     count = ctypes.c_uint32(len(ids))
     flags = ctypes.c_uint32(0)
@@ -56,7 +44,7 @@ def tcx_programs(ifindex: int, direction: str) -> list[int]:
 
 def prog_info(prog_id: int) -> tuple[str, str] | None:
     """(name, tag) of a loaded program, or None if it is gone."""
-    lb = _lib()
+    lb = libbpf.lib()
     fd = lb.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         return None
