@@ -22,8 +22,9 @@ from bench import kcost, topology
 from bench.tracers import DROPTRACE, PEERS, REFERENCES, Outcome, Tracer, cleanup_leftovers
 
 SHAPES = ("one", "many")
-# bench-results.json's headline ratios (the worse shape), of the configurations that ran.
-HEADLINE = ("live", "filtered", "record", "empty_program")
+# bench-results.json's headline ratios (the worse shape), of the configurations that ran:
+# key there -> configuration.
+HEADLINE = {k.replace("-", "_"): k for k in ("live", "filtered", "record", "empty-program")}
 PEER_NAMES = {k.name for k in (*PEERS, *REFERENCES)}
 PREFIX = f"dtbench{os.getpid()}-"  # two benches at once never share a namespace
 
@@ -267,14 +268,14 @@ def assemble(
     for shape, by_config in samples.items():
         baseline = statistics.median(by_config["baseline"].pps)
         configs = summarise(by_config)
-        headline = [n for n in HEADLINE if n.replace("_", "-") in configs]
+        headline = {k: c for k, c in HEADLINE.items() if c in configs}
         streams = [n for n in ("live", "filtered") if n in configs]
         live = configs.get("live", {})
         shapes[shape] = {
             "baseline_pps": baseline,
             "configs": configs,
-            **{f"{n}_pps": configs[n.replace("_", "-")]["median"] for n in headline},
-            **{f"{n}_ratio": configs[n.replace("_", "-")]["ratio"] for n in headline},
+            **{f"{k}_pps": configs[c]["median"] for k, c in headline.items()},
+            **{f"{k}_ratio": configs[c]["ratio"] for k, c in headline.items()},
             "events_emitted": live.get("events_emitted", 0),
             "events_lost": live.get("events_lost", 0),
             "events_suppressed": live.get("events_suppressed", 0),
@@ -300,11 +301,11 @@ def assemble(
         return min(float(s[key]) for s in shapes.values())
 
     first = next(iter(shapes.values()))
-    headline = [n for n in HEADLINE if f"{n}_ratio" in first]
+    ran = [k for k in HEADLINE if f"{k}_ratio" in first]
     return {
         "baseline_pps": worst("baseline_pps"),
-        **{f"{n}_pps": worst(f"{n}_pps") for n in headline},
-        **{f"{n}_ratio": worst(f"{n}_ratio") for n in headline},
+        **{f"{k}_pps": worst(f"{k}_pps") for k in ran},
+        **{f"{k}_ratio": worst(f"{k}_ratio") for k in ran},
         "events_emitted": sum(s["events_emitted"] for s in shapes.values()),
         "events_lost": sum(s["events_lost"] for s in shapes.values()),
         "events_suppressed": sum(s["events_suppressed"] for s in shapes.values()),
